@@ -37,7 +37,7 @@ VARIANTS = ("c", "l", "d")
 class ImageBackboneConfig:
     """EfficientNet (mmcls layout). ``arch`` names the base (B0) stage table; width/depth multipliers scale it."""
 
-    arch: str = "efficientnet-b7"
+    arch: str = "b7"
     width_mult: float = 2.0
     depth_mult: float = 3.1
     out_indices: Tuple[int, ...] = (2, 3, 4, 5, 6)
@@ -282,7 +282,7 @@ def _tiny(variant: str) -> ExperimentConfig:
         head=HeadConfig(mid_channels=8, norm_groups=4),
     )
     camera = dict(
-        image_backbone=ImageBackboneConfig(arch="efficientnet-b0", width_mult=0.25, depth_mult=0.3),
+        image_backbone=ImageBackboneConfig(arch="b0", width_mult=0.25, depth_mult=0.3),
         image_neck=ImageNeckConfig(in_channels=(8, 16, 32, 80, 320), out_channels=(8, 8, 8, 8, 8)),
         depth_net=DepthNetConfig(in_channels=40, mid_channels=32, context_channels=width, aggregation_channels=4),
     )

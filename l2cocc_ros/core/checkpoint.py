@@ -1,0 +1,286 @@
+"""Checkpoints: our own files, the authors' released Lightning ``.ckpt`` files, and a mismatch report.
+
+Every file is read with ``torch.load(..., weights_only=True)``: a file whose pickle holds anything but
+tensors, containers and primitives is refused (never unpickled). Lightning checkpoints from the authors'
+training (PL 1.7, torch 1.10) may carry pickled objects next to the weights (e.g. a learning-rate
+scheduler's bound method); for those the error explains how to extract the plain ``state_dict`` once, in
+the user's own trusted environment (:data:`CONVERT_HINT`).
+
+Our format (``FORMAT``): ``{"format", "state_dict", "config" (to_dict of the ExperimentConfig),
+"meta" (variant, dataset, class names, preset, state_dict_sha256, torch version), "extra"}``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from l2cocc_ros.core.classes import class_table
+from l2cocc_ros.core.config import ExperimentConfig, ModelConfig, from_dict, to_dict
+
+__all__ = [
+    "FORMAT", "CONVERT_HINT", "CheckpointError", "CheckpointMismatchError", "LoadReport", "LoadedCheckpoint",
+    "save_checkpoint", "load_checkpoint", "load_released", "read_state_dict", "compare_state_dict",
+    "state_dict_sha256",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "l2cocc_ros.checkpoint/1"
+CONVERT_HINT = (
+    "To use such a file, extract its weights ONCE in an environment you trust (this runs the file's pickle):\n"
+    "  python -c \"import torch; ck = torch.load('IN.ckpt', map_location='cpu', weights_only=False); "
+    "torch.save({'state_dict': ck['state_dict']}, 'OUT.ckpt')\"\n"
+    "and load OUT.ckpt instead."
+)
+PathLike = Union[str, Path]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (unsafe, unreadable, or of an unknown layout)."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint's keys/shapes do not match the model; ``.report`` holds the details."""
+
+    def __init__(self, report: "LoadReport", source: str) -> None:
+        super().__init__(f"checkpoint {source} does not match the model:\n{report.format()}")
+        self.report = report
+
+
+@dataclass
+class LoadReport:
+    """Key comparison of a checkpoint against a model (model-level keys, no ``model.`` prefix).
+
+    Attributes:
+        missing: keys the model has and the checkpoint lacks.
+        unexpected: keys the checkpoint has and the model lacks.
+        wrong_shape: (key, checkpoint shape, model shape).
+        dropped: checkpoint keys removed on purpose before loading (e.g. ``teacher.*`` for a -C model).
+        num_params: trainable parameter count of the model.
+    """
+
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    wrong_shape: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+    dropped: List[str] = field(default_factory=list)
+    num_params: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.wrong_shape)
+
+    def format(self, examples: int = 3) -> str:
+        """A short human report grouped by top-level prefix (counts + a few example keys)."""
+        lines = []
+        for title, keys in (("missing in checkpoint", self.missing), ("unexpected in checkpoint", self.unexpected),
+                            ("wrong shape", [k for k, _, _ in self.wrong_shape])):
+            if not keys:
+                continue
+            lines.append(f"{title}: {len(keys)} key(s)")
+            for prefix, group in _group(keys).items():
+                shown = group[:examples]
+                if title == "wrong shape":
+                    shapes = {k: (c, m) for k, c, m in self.wrong_shape}
+                    shown = [f"{k} (checkpoint {list(shapes[k][0])}, model {list(shapes[k][1])})" for k in shown]
+                more = f", ... (+{len(group) - examples})" if len(group) > examples else ""
+                lines.append(f"  {prefix}: {len(group)}  e.g. {', '.join(shown)}{more}")
+        if self.dropped:
+            lines.append(f"dropped before loading: {len(self.dropped)} key(s) under "
+                         f"{', '.join(_group(self.dropped))}")
+        return "\n".join(lines) if lines else "all keys and shapes match"
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What :func:`load_checkpoint` returns."""
+
+    model: nn.Module
+    config: Optional[ExperimentConfig]
+    meta: Dict[str, Any]
+    extra: Any
+    report: LoadReport
+
+
+def _group(keys: List[str]) -> "OrderedDict[str, List[str]]":
+    groups: "OrderedDict[str, List[str]]" = OrderedDict()
+    for k in keys:
+        parts = k.split(".")
+        prefix = ".".join(parts[:2]) if parts[0] == "teacher" and len(parts) > 2 else parts[0]
+        groups.setdefault(prefix, []).append(k)
+    return groups
+
+
+def _safe_load(path: PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        first = f"e.g. {found.group(1)}" if found else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a plain tensor checkpoint: its pickle holds Python objects ({first}); "
+            f"refusing to unpickle objects (weights_only=True).\n{CONVERT_HINT}") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from None
+
+
+def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the sorted keys, dtypes, shapes and raw bytes of a state_dict."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _tensor_dict(obj: Any, source: str) -> Dict[str, torch.Tensor]:
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{source}: 'state_dict' is not a mapping of tensors")
+    return dict(obj)
+
+
+def read_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], str, Dict[str, Any]]:
+    """Read the model-level weights of any supported file.
+
+    Returns:
+        (state_dict without ``model.`` prefixes, kind, raw top-level dict) where kind is "ours",
+        "lightning" (``{'state_dict': {'model.' + k: v}, ...}``) or "plain" (a bare state_dict).
+
+    Raises:
+        FileNotFoundError, CheckpointError.
+    """
+    obj = _safe_load(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict at the top level, got {type(obj).__name__}")
+    if obj.get("format") == FORMAT:
+        return _tensor_dict(obj.get("state_dict"), str(path)), "ours", obj
+    if "state_dict" in obj:
+        sd = _tensor_dict(obj["state_dict"], str(path))
+        if all(k.startswith("model.") for k in sd):
+            sd = {k[len("model."):]: v for k, v in sd.items()}
+        return sd, "lightning", obj
+    return _tensor_dict(obj, str(path)), "plain", {}
+
+
+def compare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> LoadReport:
+    """Compare ``state_dict`` with ``model.state_dict()`` (keys and shapes)."""
+    ours = model.state_dict()
+    report = LoadReport(num_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    report.missing = [k for k in ours if k not in state_dict]
+    report.unexpected = [k for k in state_dict if k not in ours]
+    report.wrong_shape = [(k, tuple(v.shape), tuple(ours[k].shape)) for k, v in state_dict.items()
+                          if k in ours and tuple(v.shape) != tuple(ours[k].shape)]
+    return report
+
+
+def _load_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], report: LoadReport, source: str) -> None:
+    if not report.ok:
+        raise CheckpointMismatchError(report, source)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _has_teacher(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "teacher", None), nn.Module)
+
+
+def load_released(path: PathLike, model: nn.Module) -> LoadReport:
+    """Load an authors' Lightning ``.ckpt`` (or a plain / converted state_dict) strictly into ``model``.
+
+    The ``model.`` prefix is stripped. A -D file loaded into a model without a teacher (-C) has its
+    ``teacher.*`` keys dropped (listed in ``report.dropped``).
+
+    Raises:
+        FileNotFoundError, CheckpointError (unsafe/unknown file), CheckpointMismatchError (with a report).
+    """
+    state_dict, kind, _ = read_state_dict(path)
+    dropped = []
+    if not _has_teacher(model):
+        dropped = [k for k in state_dict if k.startswith("teacher.")]
+        if dropped:
+            logger.info("%s: dropping %d teacher.* keys (the model has no teacher)", path, len(dropped))
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("teacher.")}
+    report = compare_state_dict(model, state_dict)
+    report.dropped = dropped
+    _load_strict(model, state_dict, report, f"{path} ({kind})")
+    return report
+
+
+def save_checkpoint(path: PathLike, model: nn.Module, cfg: Union[ExperimentConfig, ModelConfig],
+                    extra: Optional[Mapping[str, Any]] = None) -> str:
+    """Write ``model``'s weights with their config and metadata.
+
+    Args:
+        path: output file.
+        model: the model (its ``state_dict`` is saved).
+        cfg: the experiment (or model) config the model was built from.
+        extra: optional metadata (tensors, containers and primitives only: it is read back with
+            ``weights_only=True``), e.g. ``{"epoch": 3, "metrics": {"mIoU": 0.17}, "source": "..."}``.
+
+    Returns:
+        The state_dict's SHA-256 (also stored in ``meta``).
+    """
+    exp = cfg if isinstance(cfg, ExperimentConfig) else None
+    mcfg = exp.model if exp is not None else cfg
+    if not isinstance(mcfg, ModelConfig):
+        raise TypeError(f"cfg must be an ExperimentConfig or ModelConfig, got {type(cfg).__name__}")
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    digest = state_dict_sha256(state_dict)
+    meta = {"variant": mcfg.variant, "dataset": mcfg.dataset, "preset": mcfg.name,
+            "class_names": list(class_table(mcfg.dataset).names), "state_dict_sha256": digest,
+            "torch": torch.__version__}
+    payload = {"format": FORMAT, "state_dict": state_dict, "meta": meta, "extra": dict(extra or {}),
+               "config": to_dict(exp) if exp is not None else {"model": to_dict(mcfg)}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    logger.info("saved %s (%s, sha256 %s)", path, mcfg.name, digest[:12])
+    return digest
+
+
+def _config_of(obj: Dict[str, Any], path: PathLike) -> Tuple[Optional[ExperimentConfig], ModelConfig]:
+    cfg = obj.get("config") or {}
+    try:
+        if set(cfg) == {"model"}:
+            return None, from_dict(ModelConfig, cfg["model"])
+        exp = from_dict(ExperimentConfig, cfg)
+        return exp, exp.model
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: stored config is invalid: {exc}") from None
+
+
+def load_checkpoint(path: PathLike, model: Optional[nn.Module] = None) -> LoadedCheckpoint:
+    """Load one of our checkpoints (strict), building the model from the stored config if not given.
+
+    Raises:
+        FileNotFoundError, CheckpointError (unsafe file, not our format, hash mismatch),
+        CheckpointMismatchError (with a report).
+    """
+    state_dict, kind, obj = read_state_dict(path)
+    if kind != "ours":
+        raise CheckpointError(f"{path} is not an l2cocc_ros checkpoint (looks {kind}); use load_released()")
+    meta = dict(obj.get("meta") or {})
+    digest = state_dict_sha256(state_dict)
+    if meta.get("state_dict_sha256") not in (None, digest):
+        raise CheckpointError(f"{path}: weights hash {digest[:12]} != recorded {meta['state_dict_sha256'][:12]} "
+                              f"(file corrupted or edited)")
+    exp, mcfg = _config_of(obj, path)
+    if model is None:
+        from l2cocc_ros.core.model.l2cocc import build_model
+        model = build_model(mcfg)
+    report = compare_state_dict(model, state_dict)
+    _load_strict(model, state_dict, report, str(path))
+    return LoadedCheckpoint(model=model, config=exp, meta=meta, extra=obj.get("extra"), report=report)
