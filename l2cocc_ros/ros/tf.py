@@ -1,0 +1,301 @@
+"""TF: a transform buffer and listener over ``/tf_static`` + ``/tf`` (tf2_ros when it is installed).
+
+:class:`TransformBuffer` keeps the frame tree (one parent per child): static links forever, dynamic links as
+a time-ordered history of ``cache_time`` seconds. ``lookup_transform(target, source, stamp_ns, timeout)``
+returns the 4x4 ``T_target_from_source`` (maps points in ``source`` coordinates into ``target``), as
+tf2's ``lookup_transform(target_frame, source_frame, time)``: dynamic links are interpolated (linear
+translation, slerp rotation), stamp 0 means "latest", and a lookup waits up to ``timeout`` for data.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from l2cocc_ros.core.transforms import make_transform, quaternion_from_matrix
+
+__all__ = [
+    "TransformUnavailable",
+    "TransformBuffer",
+    "TransformListener",
+    "TfLookup",
+    "matrix_from_transform_msg",
+    "transform_msg_from_matrix",
+    "HAVE_TF2_ROS",
+]
+
+_log = logging.getLogger(__name__)
+
+try:  # the real tf2 (vehicle); ours otherwise
+    import tf2_ros as _tf2_ros
+
+    HAVE_TF2_ROS = True
+except ImportError:  # pragma: no cover - depends on the machine
+    _tf2_ros = None
+    HAVE_TF2_ROS = False
+
+
+class TransformUnavailable(LookupError):
+    """A transform could not be found (unknown frame, no connection, or no data at that time)."""
+
+
+def matrix_from_transform_msg(transform) -> np.ndarray:
+    """geometry_msgs/Transform -> 4x4 float64."""
+    t, q = transform.translation, transform.rotation
+    return make_transform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+
+
+def transform_msg_from_matrix(matrix: np.ndarray, parent: str, child: str, stamp=None):
+    """4x4 ``T_parent_from_child`` -> geometry_msgs/TransformStamped."""
+    from geometry_msgs.msg import TransformStamped
+
+    m = np.asarray(matrix, dtype=np.float64)
+    ts = TransformStamped()
+    if stamp is not None:
+        ts.header.stamp = stamp
+    ts.header.frame_id, ts.child_frame_id = parent, child
+    ts.transform.translation.x, ts.transform.translation.y, ts.transform.translation.z = (float(v) for v in m[:3, 3])
+    q = quaternion_from_matrix(m[:3, :3])
+    r = ts.transform.rotation
+    r.x, r.y, r.z, r.w = q
+    return ts
+
+
+def _interpolate(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+    """Rigid interpolation between 4x4 a (w=0) and b (w=1): lerp translation, slerp rotation."""
+    qa = np.asarray(quaternion_from_matrix(a[:3, :3]))
+    qb = np.asarray(quaternion_from_matrix(b[:3, :3]))
+    dot = float(np.dot(qa, qb))
+    if dot < 0.0:
+        qb, dot = -qb, -dot
+    if dot > 0.9995:
+        q = qa + w * (qb - qa)
+    else:
+        theta = np.arccos(min(dot, 1.0))
+        q = (np.sin((1 - w) * theta) * qa + np.sin(w * theta) * qb) / np.sin(theta)
+    return make_transform(a[:3, 3] + w * (b[:3, 3] - a[:3, 3]), q)
+
+
+class TransformBuffer:
+    """A thread-safe frame tree with static and time-stamped dynamic links.
+
+    Args:
+        cache_time: seconds of dynamic history kept per link (> 0).
+
+    Raises:
+        ValueError: non-positive cache time.
+    """
+
+    def __init__(self, cache_time: float = 10.0) -> None:
+        if not cache_time > 0.0:
+            raise ValueError(f"cache_time must be > 0 s, got {cache_time}")
+        self._cache_ns = int(cache_time * 1e9)
+        self._parent: Dict[str, str] = {}
+        self._static: Dict[str, np.ndarray] = {}
+        self._dynamic: Dict[str, Tuple[List[int], List[np.ndarray]]] = {}
+        self._cond = threading.Condition()
+
+    def set_transform(self, parent: str, child: str, stamp_ns: int, matrix: np.ndarray, *, static: bool) -> None:
+        """Store ``T_parent_from_child`` (a static link, or a dynamic sample at ``stamp_ns``).
+
+        Raises:
+            ValueError: empty or equal frame names, or a non-finite matrix.
+        """
+        parent, child = parent.lstrip("/"), child.lstrip("/")
+        if not parent or not child or parent == child:
+            raise ValueError(f"invalid TF link {parent!r} -> {child!r}")
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+            raise ValueError(f"TF {parent!r} -> {child!r}: transform must be a finite 4x4 matrix")
+        with self._cond:
+            self._parent[child] = parent
+            if static:
+                self._static[child] = m
+                self._dynamic.pop(child, None)
+            else:
+                self._static.pop(child, None)
+                stamps, mats = self._dynamic.setdefault(child, ([], []))
+                if stamps and stamp_ns < stamps[-1]:
+                    i = bisect.bisect_left(stamps, stamp_ns)
+                    if i < len(stamps) and stamps[i] == stamp_ns:
+                        mats[i] = m
+                    else:
+                        stamps.insert(i, stamp_ns)
+                        mats.insert(i, m)
+                elif stamps and stamp_ns == stamps[-1]:
+                    mats[-1] = m
+                else:
+                    stamps.append(stamp_ns)
+                    mats.append(m)
+                while len(stamps) > 1 and stamps[0] < stamps[-1] - self._cache_ns:
+                    stamps.pop(0)
+                    mats.pop(0)
+            self._cond.notify_all()
+
+    def set_transform_msg(self, ts, *, static: bool) -> None:
+        """Store a geometry_msgs/TransformStamped."""
+        stamp = int(ts.header.stamp.sec) * 1_000_000_000 + int(ts.header.stamp.nanosec)
+        self.set_transform(ts.header.frame_id, ts.child_frame_id, stamp, matrix_from_transform_msg(ts.transform), static=static)
+
+    def clear_dynamic(self) -> None:
+        """Forget the dynamic history (after a jump back in time); static links stay."""
+        with self._cond:
+            for child in list(self._dynamic):
+                del self._parent[child]
+            self._dynamic.clear()
+
+    def frames(self) -> List[str]:
+        """Every known frame."""
+        with self._cond:
+            return sorted(set(self._parent) | set(self._parent.values()))
+
+    def _link(self, child: str, stamp_ns: int) -> np.ndarray:
+        if child in self._static:
+            return self._static[child]
+        stamps, mats = self._dynamic[child]
+        if stamp_ns == 0:
+            return mats[-1]
+        i = bisect.bisect_left(stamps, stamp_ns)
+        if i < len(stamps) and stamps[i] == stamp_ns:
+            return mats[i]
+        if i == 0 or i == len(stamps):
+            raise TransformUnavailable(
+                f"no TF {self._parent[child]!r} -> {child!r} at t={stamp_ns * 1e-9:.3f} s "
+                f"(have {stamps[0] * 1e-9:.3f} .. {stamps[-1] * 1e-9:.3f} s)"
+            )
+        w = (stamp_ns - stamps[i - 1]) / (stamps[i] - stamps[i - 1])
+        return _interpolate(mats[i - 1], mats[i], w)
+
+    def _chain(self, frame: str) -> List[str]:
+        chain = [frame]
+        while chain[-1] in self._parent and len(chain) <= len(self._parent):
+            chain.append(self._parent[chain[-1]])
+        return chain
+
+    def _try_lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
+        if target == source:
+            return np.eye(4)
+        known = set(self._parent) | set(self._parent.values())
+        for f in (target, source):
+            if f not in known:
+                raise TransformUnavailable(f"frame {f!r} does not exist in TF (known: {sorted(known)})")
+        up_s, up_t = self._chain(source), self._chain(target)
+        common = next((f for f in up_s if f in up_t), None)
+        if common is None:
+            raise TransformUnavailable(f"frames {target!r} and {source!r} are not connected in TF")
+        root_from_source = np.eye(4)
+        for f in up_s[: up_s.index(common)]:
+            root_from_source = self._link(f, stamp_ns) @ root_from_source
+        root_from_target = np.eye(4)
+        for f in up_t[: up_t.index(common)]:
+            root_from_target = self._link(f, stamp_ns) @ root_from_target
+        return np.linalg.solve(root_from_target, root_from_source)
+
+    def lookup_transform(self, target: str, source: str, stamp_ns: int = 0, timeout: float = 0.0) -> np.ndarray:
+        """``T_target_from_source`` (4x4) at ``stamp_ns`` (0 = latest), waiting up to ``timeout`` seconds.
+
+        Raises:
+            TransformUnavailable: unknown frame, unconnected frames, or no data at that time after the wait.
+        """
+        target, source = target.lstrip("/"), source.lstrip("/")
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._cond:
+            while True:
+                try:
+                    return self._try_lookup(target, source, stamp_ns)
+                except TransformUnavailable:
+                    left = deadline - time.monotonic()
+                    if left <= 0.0:
+                        raise
+                    self._cond.wait(timeout=left)
+
+    def can_transform(self, target: str, source: str, stamp_ns: int = 0) -> bool:
+        """Whether :meth:`lookup_transform` would succeed now."""
+        try:
+            self.lookup_transform(target, source, stamp_ns)
+            return True
+        except TransformUnavailable:
+            return False
+
+
+class TransformListener:
+    """Feeds a :class:`TransformBuffer` from ``/tf`` (volatile) and ``/tf_static`` (transient local).
+
+    Args:
+        buffer: the buffer to fill.
+        node: the rclpy node that owns the subscriptions.
+        callback_group: group for the two subscriptions (default: a new reentrant group).
+    """
+
+    def __init__(self, buffer: TransformBuffer, node, *, callback_group=None) -> None:
+        from rclpy.callback_groups import ReentrantCallbackGroup
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from tf2_msgs.msg import TFMessage
+
+        self.buffer = buffer
+        group = callback_group or ReentrantCallbackGroup()
+        dyn = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+        static = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.subscriptions = [
+            node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), dyn, callback_group=group),
+            node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static, callback_group=group),
+        ]
+
+    def _on_tf(self, msg, static: bool) -> None:
+        for ts in msg.transforms:
+            try:
+                self.buffer.set_transform_msg(ts, static=static)
+            except ValueError as exc:
+                _log.warning("ignoring TF %s -> %s: %s", ts.header.frame_id, ts.child_frame_id, exc)
+
+
+class TfLookup:
+    """What the node uses: ``lookup(target, source, stamp_ns, timeout) -> 4x4``, over tf2_ros or ours.
+
+    Args:
+        node: the rclpy node (the listener's subscriptions are created on it).
+        cache_time: dynamic history [s].
+        use_tf2_ros: use tf2_ros when installed (default) or force ours (False).
+    """
+
+    def __init__(self, node, *, cache_time: float = 10.0, use_tf2_ros: bool = True) -> None:
+        self.backend = "tf2_ros" if (use_tf2_ros and HAVE_TF2_ROS) else "l2cocc"
+        if self.backend == "tf2_ros":  # pragma: no cover - depends on the machine
+            from rclpy.duration import Duration
+
+            self.buffer = _tf2_ros.Buffer(cache_time=Duration(seconds=cache_time))
+            self.listener = _tf2_ros.TransformListener(self.buffer, node)
+        else:
+            self.buffer = TransformBuffer(cache_time)
+            self.listener = TransformListener(self.buffer, node)
+
+    def lookup(self, target: str, source: str, stamp_ns: int, timeout: float) -> np.ndarray:
+        """``T_target_from_source`` at the stamp.
+
+        Raises:
+            TransformUnavailable: on any tf failure (tf2's exceptions are translated).
+        """
+        if self.backend == "l2cocc":
+            return self.buffer.lookup_transform(target, source, stamp_ns, timeout)
+        from rclpy.duration import Duration  # pragma: no cover - depends on the machine
+        from rclpy.time import Time
+
+        try:  # pragma: no cover
+            ts = self.buffer.lookup_transform(target, source, Time(nanoseconds=stamp_ns), timeout=Duration(seconds=timeout))
+        except (_tf2_ros.LookupException, _tf2_ros.ConnectivityException, _tf2_ros.ExtrapolationException,
+                _tf2_ros.InvalidArgumentException) as exc:  # pragma: no cover
+            raise TransformUnavailable(str(exc)) from exc
+        return matrix_from_transform_msg(ts.transform)  # pragma: no cover
+
+    def clear_dynamic(self) -> None:
+        """Drop dynamic history after a time jump."""
+        if self.backend == "l2cocc":
+            self.buffer.clear_dynamic()
+        else:  # pragma: no cover
+            self.buffer.clear()
