@@ -1,0 +1,1 @@
+"""L2COcc model blocks (one file per block of the paper's Fig. 2)."""
