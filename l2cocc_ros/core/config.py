@@ -82,16 +82,13 @@ class EVTConfig:
     num_layers: int = 3
     num_heads: int = 8
     num_points: int = 8
-    num_levels: int = 1
-    num_feature_levels: int = 4
     ffn_channels: int = 256
     dropout: float = 0.1
-    prior_channels: int = 64
 
 
 @dataclass(frozen=True)
 class LidarEncoderConfig:
-    """Point MLP + scatter-max (the -L tokenizer)."""
+    """Point MLP + scatter-max (the -L tokenizer); points are cropped and featurised first (6-d)."""
 
     in_channels: int = 6
     hidden_channels: Tuple[int, ...] = (64, 128, 256)
@@ -123,17 +120,15 @@ class TPVConfig:
     swin_depths: Tuple[int, ...] = (2, 2, 6, 2)
     swin_num_heads: Tuple[int, ...] = (3, 6, 12, 24)
     window_size: int = 7
-    mlp_ratio: float = 4.0
+    mlp_ratio: int = 4
     drop_path_rate: float = 0.2
-    patch_size: int = 4
     out_indices: Tuple[int, ...] = (1, 2, 3)
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """OccHead: conv3 -> GN -> ReLU -> conv1 -> trilinear x2."""
+    """OccHead: conv3 (C -> C/2) -> GN -> ReLU -> conv1 -> trilinear x2."""
 
-    mid_channels: int = 64
     norm_groups: int = 32
 
 
@@ -275,16 +270,16 @@ def _tiny(variant: str) -> ExperimentConfig:
     width = 16
     trunk = dict(
         dataset="semantic_kitti", num_classes=20, image_size=(96, 320), embed_dims=width,
-        evt=EVTConfig(embed_dims=width, num_heads=2, num_points=4, ffn_channels=2 * width, prior_channels=8),
+        evt=EVTConfig(embed_dims=width, num_heads=2, num_points=4, ffn_channels=2 * width),
         lidar_encoder=LidarEncoderConfig(hidden_channels=(8, 16, 16), out_channels=width),
         voxel_neck=VoxelNeckConfig(out_channels=width, norm_groups=4),
         tpv=TPVConfig(swin_embed_dims=16, swin_depths=(1, 1, 1, 1), swin_num_heads=(1, 1, 2, 2)),
-        head=HeadConfig(mid_channels=8, norm_groups=4),
+        head=HeadConfig(norm_groups=4),
     )
     camera = dict(
         image_backbone=ImageBackboneConfig(arch="b0", width_mult=0.25, depth_mult=0.3),
         image_neck=ImageNeckConfig(in_channels=(8, 16, 32, 80, 320), out_channels=(8, 8, 8, 8, 8)),
-        depth_net=DepthNetConfig(in_channels=40, mid_channels=32, context_channels=width, aggregation_channels=4),
+        depth_net=DepthNetConfig(in_channels=40, mid_channels=32, context_channels=width, aggregation_channels=8),
     )
     lidar = ModelConfig(name=name, variant="l", voxel_backbone=VoxelBackboneConfig(
         layer_nums=(2, 2, 2), channels=(width,) * 3), **trunk)
