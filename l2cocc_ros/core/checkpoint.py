@@ -159,13 +159,19 @@ def read_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], str, Dict[
         "lightning" (``{'state_dict': {'model.' + k: v}, ...}``) or "plain" (a bare state_dict).
 
     Raises:
-        FileNotFoundError, CheckpointError.
+        FileNotFoundError, CheckpointError (unsafe or unknown file; our file with a wrong weights hash).
     """
     obj = _safe_load(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(obj).__name__}")
     if obj.get("format") == FORMAT:
-        return _tensor_dict(obj.get("state_dict"), str(path)), "ours", obj
+        state_dict = _tensor_dict(obj.get("state_dict"), str(path))
+        recorded = (obj.get("meta") or {}).get("state_dict_sha256")
+        digest = state_dict_sha256(state_dict)
+        if recorded is not None and recorded != digest:
+            raise CheckpointError(f"{path}: weights hash {digest[:12]} != recorded {str(recorded)[:12]} "
+                                  f"(file corrupted or edited)")
+        return state_dict, "ours", obj
     if "state_dict" in obj:
         sd = _tensor_dict(obj["state_dict"], str(path))
         if all(k.startswith("model.") for k in sd):
@@ -217,6 +223,19 @@ def load_released(path: PathLike, model: nn.Module) -> LoadReport:
     return report
 
 
+def _check_plain(value: Any, where: str) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where}: key {k!r} must be str or int")
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif not (value is None or type(value) in (str, int, float, bool) or isinstance(value, torch.Tensor)):
+        raise TypeError(f"{where}: {type(value).__name__} is not storable (use tensors, containers, str/int/float/bool)")
+
+
 def save_checkpoint(path: PathLike, model: nn.Module, cfg: Union[ExperimentConfig, ModelConfig],
                     extra: Optional[Mapping[str, Any]] = None) -> str:
     """Write ``model``'s weights with their config and metadata.
@@ -230,7 +249,11 @@ def save_checkpoint(path: PathLike, model: nn.Module, cfg: Union[ExperimentConfi
 
     Returns:
         The state_dict's SHA-256 (also stored in ``meta``).
+
+    Raises:
+        TypeError: ``cfg`` of the wrong type, or ``extra`` holding an object that could not be read back.
     """
+    _check_plain(dict(extra or {}), "extra")
     exp = cfg if isinstance(cfg, ExperimentConfig) else None
     mcfg = exp.model if exp is not None else cfg
     if not isinstance(mcfg, ModelConfig):
@@ -239,7 +262,7 @@ def save_checkpoint(path: PathLike, model: nn.Module, cfg: Union[ExperimentConfi
     digest = state_dict_sha256(state_dict)
     meta = {"variant": mcfg.variant, "dataset": mcfg.dataset, "preset": mcfg.name,
             "class_names": list(class_table(mcfg.dataset).names), "state_dict_sha256": digest,
-            "torch": torch.__version__}
+            "torch": str(torch.__version__)}
     payload = {"format": FORMAT, "state_dict": state_dict, "meta": meta, "extra": dict(extra or {}),
                "config": to_dict(exp) if exp is not None else {"model": to_dict(mcfg)}}
     path = Path(path)
@@ -266,17 +289,13 @@ def load_checkpoint(path: PathLike, model: Optional[nn.Module] = None) -> Loaded
     """Load one of our checkpoints (strict), building the model from the stored config if not given.
 
     Raises:
-        FileNotFoundError, CheckpointError (unsafe file, not our format, hash mismatch),
+        FileNotFoundError, CheckpointError (unsafe file, not our format, weights hash mismatch),
         CheckpointMismatchError (with a report).
     """
     state_dict, kind, obj = read_state_dict(path)
     if kind != "ours":
         raise CheckpointError(f"{path} is not an l2cocc_ros checkpoint (looks {kind}); use load_released()")
     meta = dict(obj.get("meta") or {})
-    digest = state_dict_sha256(state_dict)
-    if meta.get("state_dict_sha256") not in (None, digest):
-        raise CheckpointError(f"{path}: weights hash {digest[:12]} != recorded {meta['state_dict_sha256'][:12]} "
-                              f"(file corrupted or edited)")
     exp, mcfg = _config_of(obj, path)
     if model is None:
         from l2cocc_ros.core.model.l2cocc import build_model

@@ -1,0 +1,60 @@
+"""``l2cocc ckpt-check PATH --config PRESET``: does a checkpoint load strictly into a preset's model?
+
+Accepts our checkpoints, the authors' released Lightning ``.ckpt`` files (``model.`` prefix stripped;
+``teacher.*`` dropped for a -C model) and plain state_dicts. Files are read with ``weights_only=True``;
+a file holding pickled Python objects is refused with instructions to extract its weights.
+
+Exit codes: 0 = OK, 1 = the keys/shapes do not match (a report grouped by top-level prefix is printed),
+2 = bad arguments, unreadable or unsafe file.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from l2cocc_ros.core.config import preset_names
+
+    p = argparse.ArgumentParser(prog="l2cocc ckpt-check", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("path", help="checkpoint file (.ckpt / .pt)")
+    p.add_argument("--config", "-c", required=True, metavar="PRESET",
+                   help=f"model preset, one of: {', '.join(preset_names())}")
+    p.add_argument("--examples", type=int, default=3, help="example keys shown per prefix in a mismatch report")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    from l2cocc_ros.core.checkpoint import CheckpointError, CheckpointMismatchError, load_released
+    from l2cocc_ros.core.config import get_preset
+    from l2cocc_ros.core.model.l2cocc import build_model
+
+    try:
+        cfg = get_preset(args.config)
+    except ValueError as exc:
+        print(f"ckpt-check: {exc}", file=sys.stderr)
+        return 2
+    model = build_model(cfg.model)
+    try:
+        report = load_released(args.path, model)
+    except CheckpointMismatchError as exc:
+        print(f"MISMATCH {args.path} vs preset {args.config}:\n{exc.report.format(args.examples)}")
+        return 1
+    except (FileNotFoundError, CheckpointError) as exc:
+        print(f"ckpt-check: {exc}", file=sys.stderr)
+        return 2
+    note = f"; {report.format()}" if report.dropped else ""
+    print(f"OK {args.path} loads strictly into {args.config}: {report.num_params:,} trainable parameters{note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
