@@ -1,0 +1,91 @@
+"""``l2cocc preprocess``: label and stereo files, resumability, errors."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core" / "data"))
+from fake_kitti import BASELINE, DISPARITY, FX, write_fake_sequence  # noqa: E402
+
+from l2cocc_ros.core.data import kitti_io, labels  # noqa: E402
+from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset  # noqa: E402
+from l2cocc_ros.tools import preprocess  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sk")
+    info = write_fake_sequence(root, "08", n_frames=2)
+    info["root"] = root
+    return info
+
+
+def test_labels_written_resumed_and_recovered(fake, tmp_path, monkeypatch, capsys):
+    root, out = fake["root"], tmp_path / "labels"
+    # a run killed during the second frame leaves the first complete and nothing partial
+    real = labels.make_targets
+    calls = []
+
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(labels, "make_targets", dying)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess.main(["labels", "--dataset", str(root), "--out", str(out), "--sequences", "08", "--no-progress"])
+    monkeypatch.setattr(labels, "make_targets", real)
+    assert sorted(p.name for p in (out / "08").iterdir()) == ["000000_1_1.npy", "000000_1_2.npy"]
+
+    assert preprocess.main(["labels", "-d", str(root), "-o", str(out), "-s", "08", "--no-progress"]) == 0
+    assert "wrote 1 frame(s), skipped 1" in capsys.readouterr().out
+    for i, fid in enumerate(fake["frame_ids"]):
+        t11, t12 = labels.make_targets(fake["raw"][i], fake["invalid"][i])
+        np.testing.assert_array_equal(np.load(out / "08" / f"{fid}_1_1.npy"), t11)
+        np.testing.assert_array_equal(np.load(out / "08" / f"{fid}_1_2.npy"), t12)
+    # a truncated output is detected and recomputed; complete ones are skipped
+    p = out / "08" / "000005_1_2.npy"
+    p.write_bytes(p.read_bytes()[:1000])
+    s = preprocess.preprocess_labels(root, out, ["08"], progress=False)
+    assert s.written == ["08/000005"] and s.skipped == ["08/000000"]
+    assert sorted(x.name for x in (out / "08").iterdir()) == [
+        "000000_1_1.npy", "000000_1_2.npy", "000005_1_1.npy", "000005_1_2.npy"]
+    # the dataset reads them
+    ds = SemanticKITTIDataset(root, ["08"], modalities="lidar", labels_root=out)
+    np.testing.assert_array_equal(ds[1]["target"].numpy(), labels.make_targets(fake["raw"][1], fake["invalid"][1])[0])
+
+
+def test_stereo_depth_files(fake, tmp_path, capsys):
+    root, out = fake["root"], tmp_path / "depth"
+    args = ["stereo", "-d", str(root), "-o", str(out), "--num-disparities", "32", "--no-progress"]
+    assert preprocess.main(args) == 0
+    assert "wrote 2 frame(s), skipped 0" in capsys.readouterr().out
+    d = kitti_io.read_label_npy(out / "sequences" / "08" / "000005.npy", (40, 124))
+    assert d.dtype == np.float32
+    valid = d > 0
+    truth = FX * BASELINE / DISPARITY
+    assert valid.mean() > 0.3 and np.median(np.abs(d[valid] - truth) / truth) < 0.05
+    assert preprocess.main(args) == 0
+    assert "wrote 0 frame(s), skipped 2" in capsys.readouterr().out
+
+
+def test_kitti360_labels_from_sscbench(tmp_path):
+    src = tmp_path / "sscbench" / "2013_05_28_drive_0000_sync"
+    t11 = np.random.default_rng(0).integers(0, 19, size=(256, 256, 32)).astype(np.float32)
+    kitti_io.write_npy(src / "000010_1_1.npy", t11)
+    out = tmp_path / "labels"
+    rc = preprocess.main(["labels", "--kitti360", "--from-labels", str(tmp_path / "sscbench"), "-o", str(out),
+                          "--no-progress"])
+    assert rc == 0
+    seq = out / "2013_05_28_drive_0000_sync"
+    np.testing.assert_array_equal(np.load(seq / "000010_1_1.npy"), t11.astype(np.uint8))
+    np.testing.assert_array_equal(np.load(seq / "000010_1_2.npy"), labels.downsample_labels(t11.astype(np.uint8)))
+
+
+def test_errors(tmp_path, capsys):
+    assert preprocess.main(["labels", "-d", str(tmp_path / "nothing"), "-o", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert "no sequences folder" in capsys.readouterr().err
+    assert preprocess.main(["stereo", "-d", str(tmp_path), "-o", str(tmp_path / "o"), "-s", "42", "--no-progress"]) == 1
+    assert "sequences/42/voxels" in capsys.readouterr().err
