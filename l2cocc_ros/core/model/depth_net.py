@@ -97,6 +97,17 @@ def stereo_depth_to_onehot(depth: Tensor, depth_bins: int, dmin: float = 2.0, st
 
 
 # ----------------------------------------------------------------------------- mono branch
+def _batch_norm_single_safe(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    """BatchNorm that normalises with the running statistics when a training batch holds a single
+    value per channel (the camera vector and ASPP's pooled branch at batch size 1).
+
+    The original trained with 4-GPU SyncBN (4 values per channel); plain BN would raise here.
+    """
+    if bn.training and x.numel() // x.shape[1] == 1:
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    return bn(x)
+
+
 class Mlp(nn.Module):
     """fc1 -> ReLU -> fc2."""
 
@@ -175,7 +186,9 @@ class ASPP(nn.Module):
         nn.init.kaiming_normal_(self.conv1.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled = F.interpolate(self.global_avg_pool(x), size=x.shape[2:], mode="bilinear", align_corners=True)
+        pool, conv, bn, act = self.global_avg_pool
+        pooled = act(_batch_norm_single_safe(bn, conv(pool(x))))
+        pooled = F.interpolate(pooled, size=x.shape[2:], mode="bilinear", align_corners=True)
         x = torch.cat([self.aspp1(x), self.aspp2(x), self.aspp3(x), self.aspp4(x), pooled], dim=1)
         return self.dropout(self.relu(self.bn1(self.conv1(x))))
 
@@ -212,18 +225,9 @@ class MonoDepthNet(nn.Module):
             nn.Conv2d(depth_channels, depth_channels, 1),
         )
 
-    def _norm_camera(self, m: Tensor) -> Tensor:
-        # A single camera vector has no batch variance; the original trained with 4-GPU SyncBN.
-        # With one sample in training we normalise with the running statistics instead.
-        if self.training and m.shape[0] == 1:
-            logger.debug("MonoDepthNet: single-sample batch in training, camera BN uses running stats")
-            return F.batch_norm(m, self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias,
-                                False, 0.0, self.bn.eps)
-        return self.bn(m)
-
     def forward(self, x: Tensor, mlp_input: Tensor) -> Tensor:
         """(B, C_in, h, w), (B, cam) -> (B, D + C_ctx, h, w) = cat(depth logits, context)."""
-        m = self._norm_camera(mlp_input.reshape(-1, mlp_input.shape[-1]))
+        m = _batch_norm_single_safe(self.bn, mlp_input.reshape(-1, mlp_input.shape[-1]))
         x = self.reduce_conv(x)
         context = self.context_conv(self.context_se(x, self.context_mlp(m)[..., None, None]))
         depth = self.depth_conv(self.depth_se(x, self.depth_mlp(m)[..., None, None]))

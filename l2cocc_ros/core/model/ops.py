@@ -16,7 +16,6 @@ import logging
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
