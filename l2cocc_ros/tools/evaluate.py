@@ -1,0 +1,261 @@
+"""``l2cocc eval``: score scene-completion predictions on a split, as the official semantic-kitti-api does.
+
+Two modes:
+
+* ``l2cocc eval --dataset ROOT --predictions PRED --sequences 08 [--json]`` scores
+  ``PRED/sequences/<seq>/predictions/<id>.label`` (uint16 raw SemanticKITTI ids) against
+  ``ROOT/sequences/<seq>/voxels/<id>.label`` + ``.invalid`` for every GT ``.label`` file, exactly as
+  ``evaluate_completion.py``: raw ids through the learning map (raw ids mapped to 0, except 0, become 255),
+  GT 255 and invalid voxels ignored, one confusion matrix over the whole split.
+* ``l2cocc eval --checkpoint CKPT [--config PRESET|YAML] --dataset ROOT [--write-predictions OUT]`` runs a
+  model over the split first (our checkpoints carry their config; released ``.ckpt`` files need
+  ``--config``), then scores it the same way and optionally writes the predictions in the official layout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from l2cocc_ros.core.classes import ClassTable, class_table, semantic_kitti
+from l2cocc_ros.core.data import kitti_io
+from l2cocc_ros.core.data.labels import ssc_target_from_raw
+from l2cocc_ros.core.metrics import SSCMetrics
+from l2cocc_ros.tools.score import prediction_path
+
+__all__ = ["gt_frames", "load_ground_truth", "write_prediction", "read_prediction", "score_predictions",
+           "evaluate_model", "results_dict", "main"]
+
+logger = logging.getLogger(__name__)
+
+DIMS = (256, 256, 32)
+
+
+def _seq(s: str) -> str:
+    return f"{int(s):02d}" if str(s).isdigit() else str(s)
+
+
+def gt_frames(dataset: Path, sequences: Sequence[str]) -> List[Tuple[str, str]]:
+    """(sequence, frame id) of every ``voxels/*.label`` ground-truth file of the sequences.
+
+    Raises:
+        FileNotFoundError: a sequence without a voxels folder (all such folders named).
+    """
+    frames, missing = [], []
+    for seq in (_seq(s) for s in sequences):
+        vox = Path(dataset) / "sequences" / seq / "voxels"
+        if not vox.is_dir():
+            missing.append(str(vox))
+            continue
+        frames += [(seq, f.stem) for f in sorted(vox.glob("*.label"))]
+    if missing:
+        raise FileNotFoundError("ground-truth folder(s) not found: " + ", ".join(missing))
+    return frames
+
+
+def load_ground_truth(dataset: Path, seq: str, fid: str, table: Optional[ClassTable] = None) -> np.ndarray:
+    """Official-evaluator GT of a frame: (256, 256, 32) uint8 training ids, 255 = ignored (incl. invalid)."""
+    vox = Path(dataset) / "sequences" / seq / "voxels"
+    raw = kitti_io.read_voxel_labels(vox / f"{fid}.label", DIMS)
+    invalid = kitti_io.read_voxel_bits(vox / f"{fid}.invalid", DIMS)
+    return ssc_target_from_raw(raw, invalid, table or semantic_kitti())
+
+
+def write_prediction(out: Path, seq: str, fid: str, pred: np.ndarray, table: Optional[ClassTable] = None) -> Path:
+    """Write a (256, 256, 32) training-id prediction as ``out/sequences/<seq>/predictions/<id>.label``.
+
+    Values are uint16 raw ids through the inverse learning map (SemanticKITTI); for a table without one
+    (KITTI-360) the training ids are written as uint16 unchanged.
+
+    Raises:
+        ValueError: wrong size or ids outside the table.
+    """
+    table = table or semantic_kitti()
+    p = np.asarray(pred)
+    if p.size != int(np.prod(DIMS)):
+        raise ValueError(f"prediction has {p.size} voxels, expected {int(np.prod(DIMS))}")
+    if p.size and (p.min() < 0 or p.max() >= table.num_classes):
+        raise ValueError(f"prediction ids must be in 0..{table.num_classes - 1}")
+    raw = table.to_raw_ids(p) if table.learning_map_inv is not None else p.astype(np.uint16)
+    return kitti_io.write_voxel_labels(prediction_path(Path(out), seq, int(fid)), raw)
+
+
+def read_prediction(path: Path, table: Optional[ClassTable] = None) -> np.ndarray:
+    """Read an official-layout prediction file back to (256, 256, 32) training ids (uint8; 255 = unmapped)."""
+    table = table or semantic_kitti()
+    raw = kitti_io.read_voxel_labels(path, DIMS)
+    if table.learning_map is None:
+        return raw.astype(np.uint8)
+    return table.to_training_ids(raw)
+
+
+def score_predictions(dataset: Path, predictions: Path, sequences: Sequence[str], *, table: Optional[ClassTable] = None,
+                      progress: bool = True) -> SSCMetrics:
+    """Score official-layout prediction files against the dataset's voxel GT.
+
+    Raises:
+        FileNotFoundError: missing GT folders or prediction files (every missing file named).
+        ValueError: corrupt files or labels outside the map.
+    """
+    table = table or semantic_kitti()
+    frames = gt_frames(dataset, sequences)
+    if not frames:
+        raise FileNotFoundError(f"no ground-truth .label files in sequences {list(sequences)} of {dataset}")
+    missing = [prediction_path(Path(predictions), s, int(f)) for s, f in frames]
+    missing = [p for p in missing if not p.is_file()]
+    if missing:
+        listed = "\n  ".join(map(str, missing[:20])) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise FileNotFoundError(f"{len(missing)} prediction file(s) missing:\n  {listed}")
+    metrics = SSCMetrics(table.num_classes)
+    for seq, fid in tqdm(frames, desc="eval", unit="frame", disable=not progress, dynamic_ncols=True):
+        target = load_ground_truth(dataset, seq, fid, table)
+        pred = read_prediction(prediction_path(Path(predictions), seq, int(fid)), table)
+        keep = target != 255
+        bad = keep & (pred == 255)
+        if bad.any():
+            raise ValueError(f"{prediction_path(Path(predictions), seq, int(fid))}: predicts raw ids that the learning "
+                             f"map ignores ({int(bad.sum())} voxels)")
+        metrics.update(pred, target)
+    return metrics
+
+
+def evaluate_model(model, dataset, *, device: str = "cpu", write_to: Optional[Path] = None,
+                   table: Optional[ClassTable] = None, limit: Optional[int] = None, num_workers: int = 0,
+                   progress: bool = True) -> SSCMetrics:
+    """Run a model over a dataset (batch 1), accumulate the metrics and optionally write predictions.
+
+    Args:
+        model: a built L2COcc model (any variant; -D runs its student only, in eval mode).
+        dataset: a dataset of ``core/data`` (samples with ``inputs``, ``target``, ``meta``).
+        device: torch device.
+        write_to: root for official-layout prediction files.
+        table: class table (default: the dataset's).
+        limit: evaluate only the first ``limit`` frames.
+        num_workers: data loader workers.
+        progress: show a progress bar.
+    """
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from l2cocc_ros.core.training.data import batch_to_device, collate_single
+
+    table = table or getattr(dataset, "table", None) or semantic_kitti()
+    if limit is not None:
+        dataset = Subset(dataset, range(min(int(limit), len(dataset))))
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate_single, num_workers=num_workers)
+    metrics = SSCMetrics(table.num_classes)
+    model = model.to(device).eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="inference", unit="frame", disable=not progress, dynamic_ncols=True):
+            out = model(batch_to_device(batch["inputs"], torch.device(device)))
+            pred = out["logits"].argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+            meta = batch.get("meta", {})
+            if meta.get("has_target", True):
+                metrics.update(pred, batch["target"][0].numpy())
+            if write_to is not None:
+                write_prediction(write_to, meta["sequence"], meta["frame_id"], pred, table)
+    return metrics
+
+
+def results_dict(metrics: SSCMetrics, names: Sequence[str]) -> Dict[str, object]:
+    """JSON-ready scores: completion iou / precision / recall, miou, per-class IoU by name, counts."""
+    s = metrics.compute()
+    return {
+        "iou": float(s["iou"]), "precision": float(s["precision"]), "recall": float(s["recall"]),
+        "miou": float(s["miou"]),
+        "iou_per_class": {names[c]: float(s["iou_per_class"][c]) for c in range(1, metrics.num_classes)},
+        "n_frames": int(metrics.n_frames), "n_voxels": int(s["n_voxels"]),
+    }
+
+
+def _load_model(checkpoint: Path, config: Optional[str]):
+    """Model + experiment config from our checkpoint (config stored) or a released one (``config`` needed)."""
+    from l2cocc_ros.core.checkpoint import load_checkpoint, load_released, read_state_dict
+    from l2cocc_ros.core.config import get_preset, load_config
+    from l2cocc_ros.core.model.l2cocc import build_model
+
+    if config is None:
+        loaded = load_checkpoint(checkpoint)
+        if loaded.config is None:
+            raise ValueError(f"{checkpoint} stores only a model config; give --config for the dataset settings")
+        return loaded.model, loaded.config
+    cfg = load_config(config) if Path(config).suffix in (".yaml", ".yml") else get_preset(config)
+    model = build_model(cfg.model)
+    _, kind, _ = read_state_dict(checkpoint)
+    if kind == "ours":
+        load_checkpoint(checkpoint, model)
+    else:
+        load_released(checkpoint, model)
+    return model, cfg
+
+
+def _build_dataset(args: argparse.Namespace, cfg):
+    from l2cocc_ros.core.data.kitti360 import KITTI360Dataset
+    from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset
+    from l2cocc_ros.core.stereo import get_stereo_backend
+
+    variant = cfg.model.variant
+    modalities = "lidar" if variant == "l" else "camera"
+    backend = None
+    if modalities == "camera" and args.stereo_root is None:
+        backend = get_stereo_backend(args.stereo_backend)
+    kw = dict(modalities=modalities, labels_root=args.labels_root, stereo_root=args.stereo_root,
+              stereo_backend=backend, input_size=cfg.model.image_size, lidar_depth=False,
+              require_labels=not args.no_labels)
+    if cfg.model.dataset == "kitti360":
+        return KITTI360Dataset(args.dataset, args.sequences, **kw)
+    return SemanticKITTIDataset(args.dataset, args.sequences, **kw)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="l2cocc eval", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-d", "--dataset", type=Path, required=True, help="dataset root")
+    parser.add_argument("-p", "--predictions", type=Path, default=None, help="root of official-layout predictions")
+    parser.add_argument("-s", "--sequences", nargs="+", default=["08"], help="sequences of the split")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = parser.add_argument_group("model mode")
+    g.add_argument("--checkpoint", type=Path, default=None, help="checkpoint to run over the split")
+    g.add_argument("--config", default=None, help="preset name or YAML (required for released .ckpt files)")
+    g.add_argument("--labels-root", type=Path, default=None, help="preprocessed labels (default: voxels/ GT)")
+    g.add_argument("--stereo-root", type=Path, default=None, help="precomputed stereo depth (default: compute)")
+    g.add_argument("--stereo-backend", default="sgbm", help="backend for on-the-fly stereo depth")
+    g.add_argument("--write-predictions", type=Path, default=None, help="write official-layout predictions here")
+    g.add_argument("--device", default="cpu", help="torch device")
+    g.add_argument("--limit", type=int, default=None, help="only the first N frames")
+    g.add_argument("--no-labels", action="store_true", help="split without GT (only write predictions)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if (args.predictions is None) == (args.checkpoint is None):
+        parser.error("give exactly one of --predictions and --checkpoint")
+    progress = not args.no_progress
+    try:
+        if args.predictions is not None:
+            table = semantic_kitti()
+            metrics = score_predictions(args.dataset, args.predictions, args.sequences, table=table,
+                                        progress=progress)
+        else:
+            model, cfg = _load_model(args.checkpoint, args.config)
+            table = class_table(cfg.model.dataset)
+            dataset = _build_dataset(args, cfg)
+            metrics = evaluate_model(model, dataset, device=args.device, write_to=args.write_predictions,
+                                     table=table, limit=args.limit, progress=progress)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"l2cocc eval: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(results_dict(metrics, table.names), indent=2))
+    else:
+        print(metrics.table(list(table.names)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
