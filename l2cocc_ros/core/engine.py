@@ -1,0 +1,277 @@
+"""Inference engine: arrays in, a uint8 semantic label volume out, with per-stage timings.
+
+The live path of the design (design.md, "The live path"): stereo depth from the rectified pair (a
+:class:`~l2cocc_ros.core.stereo.StereoBackend`, SGBM by default), the network input dict built by
+:func:`~l2cocc_ros.core.camera.build_camera_inputs` (resize + bottom crop with the matching intrinsics
+bookkeeping), the model forward under ``torch.no_grad`` (autocast on CUDA only), then argmax to uint8.
+The LiDAR variant ("l") skips the cameras and takes the point cloud. Nothing here knows about ROS.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from l2cocc_ros.core.camera import build_camera_inputs
+from l2cocc_ros.core.config import ModelConfig, get_preset
+from l2cocc_ros.core.stereo import StereoBackend, get_stereo_backend, stereo_baseline
+
+__all__ = ["EngineResult", "InferenceEngine", "resolve_device", "PRECISIONS"]
+
+logger = logging.getLogger(__name__)
+
+#: precision name -> autocast dtype (None = plain fp32)
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; otherwise the named device.
+
+    Raises:
+        ValueError: unknown device string, or CUDA asked for but not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+@dataclass
+class EngineResult:
+    """One frame's prediction.
+
+    Attributes:
+        labels: (X=256, Y=256, Z=32) uint8 class ids of the grid.
+        confidence: (X, Y, Z) float32 softmax probability of the label, or None when not requested.
+        timings_ms: wall time per stage: ``stereo``, ``preprocess``, ``model``, ``argmax``, ``total``.
+    """
+
+    labels: np.ndarray
+    confidence: Optional[np.ndarray] = None
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+
+
+class InferenceEngine:
+    """Runs L2COcc on one frame of arrays.
+
+    Args:
+        model: a model from ``build_model(cfg)`` (weights loaded); it is put in eval mode on ``device``.
+        cfg: its model config (variant, image size, grid).
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        stereo_backend: depth from the stereo pair (camera variants); default SGBM with KITTI settings.
+        precision: "fp32", "fp16" or "bf16" (autocast, used on CUDA only; CPU always runs fp32).
+        with_confidence: also return the softmax probability of each label.
+        resample: PIL resampling of the image resize ("bicubic" as the original).
+
+    Raises:
+        TypeError: ``model`` is not an nn.Module or ``cfg`` not a ModelConfig.
+        ValueError: unknown precision or device.
+
+    Example:
+        >>> engine = InferenceEngine.from_checkpoint("model.ckpt", device="auto")  # doctest: +SKIP
+        >>> result = engine.infer(left, right, P2, P3, T_grid_from_cam)  # doctest: +SKIP
+        >>> result.labels.shape  # doctest: +SKIP
+        (256, 256, 32)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: ModelConfig,
+        device: Union[str, torch.device] = "cpu",
+        stereo_backend: Optional[StereoBackend] = None,
+        precision: str = "fp32",
+        *,
+        with_confidence: bool = False,
+        resample: str = "bicubic",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(cfg, ModelConfig):
+            raise TypeError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.cfg = cfg
+        self.model = model.to(self.device).eval()
+        self.stereo = stereo_backend if stereo_backend is not None else get_stereo_backend("sgbm")
+        self.precision = precision
+        self.with_confidence = bool(with_confidence)
+        self.resample = resample
+
+    @property
+    def needs_points(self) -> bool:
+        """True for the LiDAR variant, which predicts from the point cloud."""
+        return self.cfg.variant == "l"
+
+    @property
+    def needs_cameras(self) -> bool:
+        """True for the camera variants ("c", "d")."""
+        return self.cfg.variant != "l"
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, Path], preset: Optional[str] = None, device: str = "cpu",
+                        **kwargs) -> "InferenceEngine":
+        """Build the model stored in one of our checkpoints (``core.checkpoint``) and wrap it.
+
+        Args:
+            path: checkpoint file (loaded with ``weights_only=True``, strict).
+            preset: if given, the checkpoint's stored config must be this preset (guards against a
+                checkpoint of another variant/dataset than configured).
+            device: see the class.
+            **kwargs: the other constructor arguments.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a valid checkpoint, or its preset differs from ``preset``.
+        """
+        from l2cocc_ros.core.checkpoint import load_checkpoint
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        loaded = load_checkpoint(path)
+        stored = loaded.meta.get("preset")
+        if preset is not None and stored is not None and stored != preset:
+            raise ValueError(f"checkpoint {path} holds preset {stored!r}, but preset {preset!r} was configured")
+        if loaded.config is not None:
+            mcfg = loaded.config.model
+        elif stored or preset:
+            mcfg = get_preset(stored or preset).model
+        else:
+            raise ValueError(f"checkpoint {path} records no config or preset; pass preset=")
+        logger.info("loaded %s (%s, sha256 %s)", path, stored, str(loaded.meta.get("state_dict_sha256", ""))[:12])
+        return cls(loaded.model, mcfg, device=device, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset: str, device: str = "cpu", *, seed: int = 0, **kwargs) -> "InferenceEngine":
+        """A randomly initialised model of a preset (tests, demos; its output is meaningless).
+
+        Raises:
+            ValueError: unknown preset.
+        """
+        from l2cocc_ros.core.model.l2cocc import build_model
+
+        cfg = get_preset(preset).model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model(cfg)
+        return cls(model, cfg, device=device, **kwargs)
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        if self.device.type == "cuda" and dtype is not None:
+            return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cpu", enabled=False)
+
+    def infer(
+        self,
+        left_rgb: Optional[np.ndarray],
+        right_rgb: Optional[np.ndarray],
+        P2: Optional[np.ndarray],
+        P3_or_baseline: Union[np.ndarray, float, None],
+        T_grid_from_cam: Optional[np.ndarray],
+        points: Optional[np.ndarray] = None,
+    ) -> EngineResult:
+        """Predict the label volume of one frame.
+
+        Args:
+            left_rgb: (H, W, 3) uint8 rectified left image (camera variants).
+            right_rgb: (H, W, 3) uint8 rectified right image, same size.
+            P2: left rectified projection, 3x4.
+            P3_or_baseline: right projection 3x4, or the stereo baseline [m] as a float.
+            T_grid_from_cam: 4x4 transform from the left camera frame to the grid frame.
+            points: (P, >=3) float LiDAR points in the grid frame (x, y, z[, intensity]); the LiDAR variant
+                needs them, the camera variants ignore them.
+
+        Returns:
+            :class:`EngineResult` with (256, 256, 32) uint8 labels.
+
+        Raises:
+            ValueError: missing or malformed inputs (the argument is named).
+        """
+        timings: Dict[str, float] = {}
+        t_start = time.perf_counter()
+        if self.needs_points:
+            inputs = self._lidar_inputs(points, timings)
+        else:
+            inputs = self._camera_inputs(left_rgb, right_rgb, P2, P3_or_baseline, T_grid_from_cam, timings)
+        t0 = time.perf_counter()
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+        with torch.no_grad(), self._autocast():
+            logits = self.model(inputs)["logits"][0]  # (n_cls, X, Y, Z)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timings["model"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            idx = logits.argmax(dim=0)  # (X, Y, Z)
+            confidence = None
+            if self.with_confidence:
+                prob = torch.softmax(logits.float(), dim=0).gather(0, idx[None])[0]
+                confidence = prob.cpu().numpy().astype(np.float32)
+            labels = idx.to(torch.uint8).cpu().numpy()
+        timings["argmax"] = (time.perf_counter() - t0) * 1e3
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        return EngineResult(labels=labels, confidence=confidence, timings_ms=timings)
+
+    __call__ = infer
+
+    def _camera_inputs(self, left, right, P2, P3_or_baseline, T_grid_from_cam, timings) -> Dict[str, torch.Tensor]:
+        for name, img in (("left_rgb", left), ("right_rgb", right)):
+            if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                got = f"{img.shape} {img.dtype}" if isinstance(img, np.ndarray) else type(img).__name__
+                raise ValueError(f"{name} must be an (H, W, 3) uint8 array, got {got}")
+        if left.shape != right.shape:
+            raise ValueError(f"left_rgb {left.shape} and right_rgb {right.shape} differ in size")
+        if P2 is None or T_grid_from_cam is None:
+            raise ValueError("P2 and T_grid_from_cam are required by the camera variants")
+        p2 = np.asarray(P2, dtype=np.float64)
+        if p2.shape != (3, 4) or not np.isfinite(p2).all() or p2[0, 0] <= 0:
+            raise ValueError(f"P2 must be a finite 3x4 projection with fx > 0, got {p2.tolist()}")
+        if isinstance(P3_or_baseline, (int, float, np.floating)):
+            baseline = float(P3_or_baseline)
+            if not (np.isfinite(baseline) and baseline > 0):
+                raise ValueError(f"baseline must be > 0 m, got {baseline}")
+        elif P3_or_baseline is None:
+            raise ValueError("P3_or_baseline is required by the camera variants")
+        else:
+            baseline = stereo_baseline(p2, np.asarray(P3_or_baseline, dtype=np.float64))
+        t0 = time.perf_counter()
+        depth = self.stereo.compute(left, right, float(p2[0, 0]), baseline)  # (H, W) metres, 0 = invalid
+        timings["stereo"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        inputs, _ = build_camera_inputs(left, p2, self.cfg.image_size, stereo_depth=depth,
+                                        T_grid_from_cam=np.asarray(T_grid_from_cam, dtype=np.float64),
+                                        resample=self.resample)
+        timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+        return inputs
+
+    def _lidar_inputs(self, points, timings) -> Dict[str, torch.Tensor]:
+        t0 = time.perf_counter()
+        if points is None:
+            raise ValueError("points are required by the LiDAR variant ('l')")
+        pts = np.asarray(points, dtype=np.float32)
+        if pts.ndim != 2 or pts.shape[1] < 3:
+            raise ValueError(f"points must be (P, >=3), got {pts.shape}")
+        if pts.shape[1] == 3:
+            pts = np.concatenate([pts, np.zeros((len(pts), 1), np.float32)], axis=1)
+        pts = pts[:, :4][np.isfinite(pts[:, :4]).all(axis=1)]
+        if len(pts) == 0:
+            raise ValueError("points: no finite point left")
+        timings["stereo"] = 0.0
+        timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+        return {"points": torch.from_numpy(np.ascontiguousarray(pts))}

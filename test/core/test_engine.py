@@ -1,0 +1,113 @@
+"""InferenceEngine on the tiny preset: labels equal the model's argmax for the same inputs, timings, checkpoints,
+the LiDAR variant, and input refusals."""
+import numpy as np
+import pytest
+import torch
+
+from l2cocc_ros.core.camera import build_camera_inputs
+from l2cocc_ros.core.engine import EngineResult, InferenceEngine, resolve_device
+from l2cocc_ros.core.stereo import SGBMStereo
+
+H, W = 64, 200
+FX, BASELINE, SHIFT = 180.0, 0.54, 12  # constant disparity 12 px -> depth 8.1 m
+P2 = np.array([[FX, 0, W / 2, 0], [0, FX, H / 2, 0], [0, 0, 1, 0]])
+P3 = P2.copy()
+P3[0, 3] = -FX * BASELINE
+T_GRID_FROM_CAM = np.array([[0, 0, 1, 0.3], [-1, 0, 0, 0.0], [0, -1, 0, 1.7], [0, 0, 0, 1]], dtype=np.float64)
+
+
+def stereo_pair(seed=0):
+    rng = np.random.default_rng(seed)
+    wide = rng.integers(0, 256, (H, W + SHIFT, 3), dtype=np.uint8)
+    return np.ascontiguousarray(wide[:, :W]), np.ascontiguousarray(wide[:, SHIFT:])  # right sees it SHIFT px left
+
+
+@pytest.fixture(scope="module")
+def engine():
+    torch.set_num_threads(2)
+    return InferenceEngine.from_preset("tiny_l2cocc_c", device="cpu", seed=3,
+                                       stereo_backend=SGBMStereo(num_disparities=32, block_size=5))
+
+
+@pytest.fixture(scope="module")
+def first(engine):
+    left, right = stereo_pair()
+    return engine.infer(left, right, P2, P3, T_GRID_FROM_CAM)
+
+
+def test_labels_equal_the_models_argmax_on_the_same_inputs(engine, first):
+    left, right = stereo_pair()
+    res = first
+    assert isinstance(res, EngineResult)
+    assert res.labels.shape == (256, 256, 32) and res.labels.dtype == np.uint8 and res.confidence is None
+    assert set(res.timings_ms) == {"stereo", "preprocess", "model", "argmax", "total"}
+    assert all(v >= 0 for v in res.timings_ms.values())
+    # the same pipeline by hand: SGBM depth -> camera inputs -> model -> argmax
+    depth = engine.stereo.compute(left, right, FX, BASELINE)
+    valid = depth[:, 40:] > 0
+    assert valid.mean() > 0.9 and np.median(depth[:, 40:][valid]) == pytest.approx(FX * BASELINE / SHIFT, rel=0.05)
+    inputs, _ = build_camera_inputs(left, P2, engine.cfg.image_size, stereo_depth=depth, T_grid_from_cam=T_GRID_FROM_CAM)
+    with torch.no_grad():
+        expected = engine.model(inputs)["logits"][0].argmax(0).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(res.labels, expected)
+    assert len(np.unique(expected)) > 1
+
+
+def test_confidence_and_checkpoint_round_trip(engine, first, tmp_path):
+    from l2cocc_ros.core.checkpoint import save_checkpoint
+    from l2cocc_ros.core.config import get_preset
+
+    path = tmp_path / "tiny.ckpt"
+    save_checkpoint(path, engine.model, get_preset("tiny_l2cocc_c"))
+    loaded = InferenceEngine.from_checkpoint(path, preset="tiny_l2cocc_c", device="cpu", with_confidence=True,
+                                             stereo_backend=engine.stereo)
+    b = loaded.infer(*stereo_pair(), P2, BASELINE, T_GRID_FROM_CAM)  # the baseline instead of P3: same geometry
+    np.testing.assert_array_equal(first.labels, b.labels)
+    assert b.confidence.shape == (256, 256, 32) and b.confidence.dtype == np.float32
+    assert 1.0 / 20 - 1e-6 <= b.confidence.min() and b.confidence.max() <= 1.0
+    with pytest.raises(ValueError, match="holds preset 'tiny_l2cocc_c'"):
+        InferenceEngine.from_checkpoint(path, preset="tiny_l2cocc_d")
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        InferenceEngine.from_checkpoint(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (lambda l, r: (l, r[:, :-8], P2, P3, T_GRID_FROM_CAM), "differ in size"),
+    (lambda l, r: (l[..., 0], r, P2, P3, T_GRID_FROM_CAM), "left_rgb must be an"),
+    (lambda l, r: (l, r, P2 * 0, P3, T_GRID_FROM_CAM), "fx > 0"),
+    (lambda l, r: (l, r, P2, P2, T_GRID_FROM_CAM), "baseline"),
+    (lambda l, r: (l, r, P2, -0.5, T_GRID_FROM_CAM), "baseline must be > 0"),
+    (lambda l, r: (l, r, P2, P3, None), "T_grid_from_cam are required"),
+])
+def test_bad_inputs_are_refused_with_the_argument_named(engine, args, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        engine.infer(*args(*stereo_pair()))
+
+
+def test_lidar_variant_uses_points():
+    torch.set_num_threads(2)
+    eng = InferenceEngine.from_preset("tiny_l2cocc_l", seed=1)
+    rng = np.random.default_rng(0)
+    pts = np.column_stack([rng.uniform(0, 50, 4000), rng.uniform(-25, 25, 4000), rng.uniform(-2, 4, 4000),
+                           rng.uniform(0, 1, 4000)]).astype(np.float32)
+    pts[:5] = np.nan  # non-finite points are dropped, not fatal
+    res = eng.infer(None, None, None, None, None, points=pts)
+    with torch.no_grad():
+        expected = eng.model({"points": torch.from_numpy(pts[5:])})["logits"][0].argmax(0).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(res.labels, expected)
+    with pytest.raises(ValueError, match="points are required"):
+        eng.infer(None, None, None, None, None)
+    with pytest.raises(ValueError, match="no finite point"):
+        eng.infer(None, None, None, None, None, points=np.full((3, 4), np.inf, np.float32))
+
+
+def test_device_and_precision_checks():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        InferenceEngine(torch.nn.Linear(1, 1), __import__("l2cocc_ros.core.config", fromlist=["x"]).get_preset(
+            "tiny_l2cocc_c").model, precision="int4")
