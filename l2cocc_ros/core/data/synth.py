@@ -282,18 +282,19 @@ class SynthSequence:
         return out
 
     def _voxel_centres(self) -> np.ndarray:
+        """(3, X*Y*Z) float32 voxel centres (coordinate-major: numpy's small matmuls are fast this way)."""
         if self._centres is None:
-            self._centres = self.config.grid.voxel_centers().reshape(-1, 3)
+            self._centres = np.ascontiguousarray(self.config.grid.voxel_centers().reshape(-1, 3).T)
         return self._centres
 
-    def _range_image_index(self, centres: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Distance of points (sensor frame) and the flat index of their LiDAR ray (-1 outside the beams)."""
+    def _range_image_index(self, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Distance of points (3, N) in the sensor frame and the flat index of their LiDAR ray (-1: no ray)."""
         cfg = self.config
-        r = np.sqrt((centres * centres).sum(1))
+        r = np.sqrt(c[0] * c[0] + c[1] * c[1] + c[2] * c[2])
         up, down = np.deg2rad(cfg.lidar_fov_up_deg), np.deg2rad(cfg.lidar_fov_down_deg)
         step = (up - down) / (cfg.lidar_beams - 1)
-        beam = np.rint((up - np.arcsin(centres[:, 2] / np.maximum(r, 1e-6))) / step).astype(np.int64)
-        az = np.floor((np.arctan2(centres[:, 1], centres[:, 0]) + np.pi) * (cfg.lidar_azimuth_steps / (2 * np.pi)))
+        beam = np.rint((up - np.arcsin(c[2] / np.maximum(r, 1e-6))) / step).astype(np.int64)
+        az = np.floor((np.arctan2(c[1], c[0]) + np.pi) * (cfg.lidar_azimuth_steps / (2 * np.pi)))
         az = np.clip(az.astype(np.int64), 0, cfg.lidar_azimuth_steps - 1)
         ray = np.where((beam >= 0) & (beam < cfg.lidar_beams), beam * cfg.lidar_azimuth_steps + az, -1)
         return r, ray
@@ -309,8 +310,8 @@ class SynthSequence:
                 self._own_rays = self._range_image_index(self._voxel_centres())
             r, ray = self._own_rays
         else:
-            c = self._voxel_centres() if subset is None else self._voxel_centres()[subset]
-            c = c @ sensor_from_grid[:3, :3].T.astype(np.float32) + sensor_from_grid[:3, 3].astype(np.float32)
+            c = self._voxel_centres() if subset is None else self._voxel_centres()[:, subset]
+            c = sensor_from_grid[:3, :3].astype(np.float32) @ c + sensor_from_grid[:3, 3:].astype(np.float32)
             r, ray = self._range_image_index(c)
         limit = np.where(np.isfinite(ranges), ranges, self.config.lidar_max_range) + self.config.grid.voxel_size
         return (ray >= 0) & (r <= limit[np.maximum(ray, 0)])
@@ -319,11 +320,11 @@ class SynthSequence:
         """Flat mask of voxel centres in the left image not behind its rendered depth (one voxel tolerance)."""
         if self._cam_pix is None:
             p2 = _h(self.calib["P2"]) @ self._tr
-            c = self._voxel_centres() @ p2[:3, :3].T.astype(np.float32) + p2[:3, 3].astype(np.float32)
-            z = c[:, 2]  # depth in camera 2 (P2's third row is [0 0 1 0])
+            c = p2[:3, :3].astype(np.float32) @ self._voxel_centres() + p2[:3, 3:].astype(np.float32)
+            z = c[2]  # depth in camera 2 (P2's third row is [0 0 1 0])
             with np.errstate(divide="ignore", invalid="ignore"):
-                u = np.rint(c[:, 0] / z)
-                v = np.rint(c[:, 1] / z)
+                u = np.rint(c[0] / z)
+                v = np.rint(c[1] / z)
             h, w = depth.shape
             ok = (z > 0.1) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
             pix = np.where(ok, np.where(ok, v, 0).astype(np.int64) * w + np.where(ok, u, 0).astype(np.int64), -1)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .synth_scene import MAT_FACADE, MAT_FOLIAGE, MAT_GLASS, Primitives, World, raw_id
 
-__all__ = ["Hits", "cast_rays", "render_camera", "scan_lidar", "lidar_directions"]
+__all__ = ["Hits", "cast_rays", "render_camera", "scan_lidar", "lidar_directions", "rotate"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +74,21 @@ def _angular_extent(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray) -> Tuple
     return mid, half, near
 
 
+def rotate(v: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``v @ m[:3, :3].T`` for (N, 3) rows, by broadcasting (numpy's (N, 3) x (3, 3) matmul is slow)."""
+    return v[:, :1] * m[:3, 0] + v[:, 1:2] * m[:3, 1] + v[:, 2:3] * m[:3, 2]
+
+
 def _hit_boxes(o, d, lo, hi):
-    inv = 1.0 / np.where(np.abs(d) < 1e-12, 1e-12, d)
-    t1 = (lo[None] - o) * inv[:, None]
-    t2 = (hi[None] - o) * inv[:, None]
-    tn = np.minimum(t1, t2).max(2)
-    tf = np.maximum(t1, t2).min(2)
+    tn, tf = None, None
+    for a in range(3):  # slab test, one axis at a time (reductions over a length-3 axis are slow)
+        da = d[:, a:a + 1]
+        inv = 1.0 / np.where(np.abs(da) < 1e-12, 1e-12, da)
+        t1 = (lo[:, a] - o[a]) * inv
+        t2 = (hi[:, a] - o[a]) * inv
+        near, far = np.minimum(t1, t2), np.maximum(t1, t2)
+        tn = near if tn is None else np.maximum(tn, near)
+        tf = far if tf is None else np.minimum(tf, far)
     return np.where((tf >= tn) & (tn > _EPS), tn, np.inf)
 
 
@@ -102,9 +111,11 @@ def _hit_cyls(o, d, cyl):
 
 def _hit_ells(o, d, ell):
     p = (o - ell[:, :3]) / ell[:, 3:]
-    q = d[:, None, :] / ell[None, :, 3:]
-    a = (q * q).sum(2)
-    b = 2 * (q * p[None]).sum(2)
+    a = b = 0.0
+    for ax in range(3):
+        q = d[:, ax:ax + 1] / ell[:, 3 + ax]
+        a = a + q * q
+        b = b + 2.0 * q * p[:, ax]
     c = (p * p).sum(1)[None] - 1.0
     disc = b * b - 4 * a * c
     with np.errstate(invalid="ignore"):
@@ -301,8 +312,8 @@ def render_camera(world: World, prims: Primitives, noise: _Noise, cam_to_world: 
     """
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
     pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], 1)
-    d_cam = pix @ np.linalg.inv(k).T  # z = 1: the ray parameter is the depth
-    d_world = d_cam @ cam_to_world[:3, :3].T
+    d_cam = rotate(pix, np.linalg.inv(k))  # z = 1: the ray parameter is the depth
+    d_world = rotate(d_cam, cam_to_world)
     hits = cast_rays(world, prims, cam_to_world[:3, 3], d_world, max_depth)
     ok = np.isfinite(hits.t)
     rgb = np.empty((u.size, 3))
@@ -342,13 +353,13 @@ def scan_lidar(world: World, prims: Primitives, velo_to_world: np.ndarray, dirs:
         (ranges (R,) with inf for no return, points (P, 4) float32 x, y, z, reflectance in the sensor frame of
         the rays that returned, raw ids (P,) of those points).
     """
-    hits = cast_rays(world, prims, velo_to_world[:3, 3], dirs @ velo_to_world[:3, :3].T, max_range)
+    hits = cast_rays(world, prims, velo_to_world[:3, 3], rotate(dirs, velo_to_world), max_range)
     ok = np.isfinite(hits.t)
     r = hits.t.copy()
     if rng is not None:
         r[ok] += rng.normal(0.0, 0.01, int(ok.sum()))
     pts = dirs[ok] * r[ok, None]
-    world_dirs = dirs[ok] @ velo_to_world[:3, :3].T
+    world_dirs = rotate(dirs[ok], velo_to_world)
     cos_i = np.abs((hits.normal[ok] * world_dirs).sum(1))
     refl = hits.intensity[ok] * (0.55 + 0.45 * cos_i)
     mark = _lane_marking(world, hits)[ok]
