@@ -126,3 +126,20 @@ def test_sample_collates_to_the_model_layout(fake):
     assert x["img"].shape == (1, 1, 3, *INPUT) and x["rot"].shape == (1, 1, 3, 3) and x["bda"].shape == (1, 4, 4)
     assert x["stereo_depth"].shape == (1, 1, *INPUT) and x["points"].shape[1] == 4
     assert batch["target"].shape == (1, 256, 256, 32) and batch["lidar_depth"].shape == (1, 1, *INPUT)
+
+
+def test_reads_the_synthetic_generator_with_consistent_depths(tmp_path):
+    """Synth output -> our reader: SGBM depth and projected LiDAR depth agree where both exist."""
+    synth = pytest.importorskip("l2cocc_ros.core.data.synth")
+    cfg = synth.SynthConfig(width=620, height=188, lidar_azimuth_steps=512, accumulate_offsets=())
+    synth.write_sequence(tmp_path, "08", frames=1, seed=1, config=cfg)
+    ds = SemanticKITTIDataset(tmp_path, ["08"], modalities="both", stereo_backend=SGBMStereo(num_disparities=64),
+                              input_size=(192, 640))
+    s = ds[0]
+    d, ld = s["inputs"]["stereo_depth"][0].numpy(), s["lidar_depth"][0].numpy()
+    both = (d > 0) & (ld > 0) & (ld < 30)
+    assert both.sum() > 300
+    rel = np.abs(d[both] - ld[both]) / ld[both]
+    assert np.median(rel) < 0.05 and np.mean(rel < 0.1) > 0.7
+    t = s["target"].numpy()
+    assert t.shape == (256, 256, 32) and (t == 255).any() and len(np.unique(t[(t > 0) & (t < 255)])) >= 5
