@@ -167,22 +167,39 @@ class SGBMStereo(StereoBackend):
         self.mode = mode
         self.downscale = int(downscale)
         self.use_color = bool(use_color)
+        self._params = dict(uniqueness_ratio=int(uniqueness_ratio), speckle_window_size=int(speckle_window_size),
+                            speckle_range=int(speckle_range), disp12_max_diff=int(disp12_max_diff),
+                            pre_filter_cap=int(pre_filter_cap))
+        self._matcher = self._make_matcher()
+
+    def _make_matcher(self):
         channels = 3 if self.use_color else 1
         nd = -(-self.num_disparities // self.downscale)  # ceil
         nd = max(16, -(-nd // 16) * 16)
-        self._matcher = cv2.StereoSGBM_create(
+        p = self._params
+        return cv2.StereoSGBM_create(
             minDisparity=0,
             numDisparities=nd,
             blockSize=self.block_size,
             P1=8 * channels * self.block_size ** 2,
             P2=32 * channels * self.block_size ** 2,
-            disp12MaxDiff=int(disp12_max_diff),
-            preFilterCap=int(pre_filter_cap),
-            uniquenessRatio=int(uniqueness_ratio),
-            speckleWindowSize=int(speckle_window_size),
-            speckleRange=int(speckle_range),
-            mode=_MODES[mode],
+            disp12MaxDiff=p["disp12_max_diff"],
+            preFilterCap=p["pre_filter_cap"],
+            uniquenessRatio=p["uniqueness_ratio"],
+            speckleWindowSize=p["speckle_window_size"],
+            speckleRange=p["speckle_range"],
+            mode=_MODES[self.mode],
         )
+
+    def __getstate__(self) -> dict:
+        """Picklable (data-loader workers under spawn): the OpenCV matcher is rebuilt on unpickling."""
+        state = dict(self.__dict__)
+        state.pop("_matcher", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._matcher = self._make_matcher()
 
     def __repr__(self) -> str:
         return (f"SGBMStereo(num_disparities={self.num_disparities}, block_size={self.block_size}, "

@@ -104,3 +104,15 @@ def test_stereo_baseline_kitti_and_ros():
     assert stereo.stereo_baseline(k, kr) == pytest.approx(0.54)
     with pytest.raises(ValueError, match="baseline"):
         stereo.stereo_baseline(k, k)
+
+
+def test_sgbm_pickles_with_its_settings():
+    import pickle
+
+    h, w = 64, 200
+    left = _texture(h, w, seed=7)
+    right = _right_from_left(left, np.full((h, w), 12.0))
+    b = stereo.SGBMStereo(num_disparities=32, block_size=7, uniqueness_ratio=5, downscale=2)
+    b2 = pickle.loads(pickle.dumps(b))
+    assert repr(b2) == repr(b) and b2._params == b._params
+    np.testing.assert_array_equal(b2.disparity(left, right), b.disparity(left, right))
