@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from l2cocc_ros.core.camera import mlp_input as camera_mlp_input
+
 from .ops import DeformConv2dPack, NeighborhoodCrossAttention2D
 
 __all__ = ["GeometryDepthNet", "MonoDepthNet", "StereoVolumeEncoder", "DepthAggregation",
@@ -30,7 +32,10 @@ logger = logging.getLogger(__name__)
 
 def get_mlp_input(rot: Tensor, tran: Tensor, intrin: Tensor, post_rot: Tensor, post_tran: Tensor,
                   bda: Tensor) -> Tensor:
-    """The 33-d camera vector of the camera-aware SE blocks (digest §3.4 order).
+    """The 33-d camera vector of the camera-aware SE blocks, shape-checked (digest §3.4 order).
+
+    The vector itself is built by :func:`l2cocc_ros.core.camera.mlp_input` (the one definition);
+    this wrapper validates the shapes first.
 
     fx, fy, cx, cy, P[0,3], P[1,3], P[2,3]; post_rot[0,0], post_rot[0,1], post_tran[0], post_rot[1,0],
     post_rot[1,1], post_tran[1]; bda[0,0], bda[0,1], bda[1,0], bda[1,1], bda[2,2], bda[:3,3];
@@ -46,20 +51,15 @@ def get_mlp_input(rot: Tensor, tran: Tensor, intrin: Tensor, post_rot: Tensor, p
     Raises:
         ValueError: on a wrong shape, naming the tensor.
     """
+    if rot.dim() != 4:
+        raise ValueError(f"get_mlp_input: rot has shape {tuple(rot.shape)}, expected (B, N, 3, 3)")
     b, n = rot.shape[:2]
     for name, t, shape in (("rot", rot, (b, n, 3, 3)), ("tran", tran, (b, n, 3)), ("intrin", intrin, (b, n, 4, 4)),
                            ("post_rot", post_rot, (b, n, 3, 3)), ("post_tran", post_tran, (b, n, 3)),
                            ("bda", bda, (b, 4, 4))):
         if tuple(t.shape) != shape:
             raise ValueError(f"get_mlp_input: {name} has shape {tuple(t.shape)}, expected {shape}")
-    bda = bda[:, None].expand(b, n, 4, 4)
-    cols = [intrin[..., 0, 0], intrin[..., 1, 1], intrin[..., 0, 2], intrin[..., 1, 2],
-            intrin[..., 0, 3], intrin[..., 1, 3], intrin[..., 2, 3],
-            post_rot[..., 0, 0], post_rot[..., 0, 1], post_tran[..., 0],
-            post_rot[..., 1, 0], post_rot[..., 1, 1], post_tran[..., 1],
-            bda[..., 0, 0], bda[..., 0, 1], bda[..., 1, 0], bda[..., 1, 1], bda[..., 2, 2]]
-    sensor2ego = torch.cat([rot, tran[..., None]], dim=-1).reshape(b, n, 12)
-    return torch.cat([torch.stack(cols, dim=-1), bda[..., :3, 3], sensor2ego], dim=-1)
+    return camera_mlp_input(rot, tran, intrin, post_rot, post_tran, bda)
 
 
 def stereo_depth_to_onehot(depth: Tensor, depth_bins: int, dmin: float = 2.0, step: float = 0.5,

@@ -138,3 +138,15 @@ def test_cross_attention_module_definition():
     ref = _slow_na((na.q(q_in) * 6 ** -0.5)[:, None], kv[..., :6][:, None], kv[..., 6:][:, None], na.rpb, 5)
     torch.testing.assert_close(na(q_in, kv_in), na.proj(ref[:, 0]))
     assert tuple(na.rpb.shape) == (1, 9, 9)
+
+
+def test_gradcheck_deform_conv_and_na():
+    torch.manual_seed(5)
+    x = torch.randn(1, 4, 4, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    # fractional offsets away from integer sample points (floor is piecewise constant)
+    off = (torch.rand(1, 18, 4, 5, dtype=torch.float64) * 0.6 + 0.2).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, c: deform_conv2d(a, b, c, 1, 1, 1, groups=2), (x, off, w), fast_mode=True)
+    q, k, v = (torch.randn(1, 1, 5, 6, 2, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    rpb = torch.randn(1, 9, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c, d: neighborhood_attention_2d(a, b, c, d, 5), (q, k, v, rpb), fast_mode=True)
