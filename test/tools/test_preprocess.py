@@ -89,3 +89,29 @@ def test_errors(tmp_path, capsys):
     assert "no sequences folder" in capsys.readouterr().err
     assert preprocess.main(["stereo", "-d", str(tmp_path), "-o", str(tmp_path / "o"), "-s", "42", "--no-progress"]) == 1
     assert "sequences/42/voxels" in capsys.readouterr().err
+
+
+def test_kitti360_stereo_uses_fixed_calibration(tmp_path):
+    import cv2
+    from PIL import Image
+
+    from fake_kitti import texture
+
+    seq = "2013_05_28_drive_0000_sync"
+    d2 = tmp_path / "k360" / "data_2d_raw" / seq
+    h, w, disp = 376, 1408, 16.0
+    left = texture(h, w, np.random.default_rng(2))
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    right = cv2.remap(left, xs + disp, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    for cam_dir, img in (("image_00", left), ("image_01", right)):
+        (d2 / cam_dir / "data_rect").mkdir(parents=True)
+        Image.fromarray(img).save(d2 / cam_dir / "data_rect" / "000003.png")
+    (d2 / "voxels").mkdir()  # no voxel frames: --all-frames takes the images
+    out = tmp_path / "depth"
+    assert preprocess.main(["stereo", "--kitti360", "-d", str(tmp_path / "k360"), "-o", str(out), "--all-frames",
+                            "--num-disparities", "32", "--no-progress"]) == 0
+    depth = np.load(out / "sequences" / seq / "000003.npy")
+    assert depth.shape == (h, w)
+    valid = depth > 0
+    assert valid.mean() > 0.8
+    np.testing.assert_allclose(np.median(depth[valid]), 328.318735 / disp, rtol=0.01)
