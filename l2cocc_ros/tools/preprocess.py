@@ -145,8 +145,8 @@ def preprocess_kitti360_labels(labels_in: Path, out: Path, sequences: Optional[S
 
 
 def preprocess_stereo(dataset: Path, out: Path, sequences: Optional[Sequence[str]] = None, *, backend=None,
-                      kitti360_layout: bool = False, all_frames: bool = False, overwrite: bool = False,
-                      progress: bool = True) -> PreprocessSummary:
+                      kitti360_layout: bool = False, all_frames: bool = False, focal_baseline: Optional[float] = None,
+                      overwrite: bool = False, progress: bool = True) -> PreprocessSummary:
     """Stereo depth maps ``out/sequences/<seq>/<id>.npy`` for every frame with voxels (or every image).
 
     Args:
@@ -156,6 +156,9 @@ def preprocess_stereo(dataset: Path, out: Path, sequences: Optional[Sequence[str
         backend: a :class:`~l2cocc_ros.core.stereo.StereoBackend` (default SGBM with its defaults).
         kitti360_layout: read the SSCBench-KITTI-360 layout with its fixed calibration.
         all_frames: every left image instead of the voxel frames.
+        focal_baseline: use this f·b [px·m] instead of the calibration's (the original's MobileStereoNet
+            maps used 388.1823 for SK 00-02 and 13-21, 389.6304 for 03, 381.8293 for 04-12, 331.532557 for
+            KITTI-360; digest §3.5).
         overwrite: recompute existing outputs.
         progress: show a progress bar.
     """
@@ -174,7 +177,12 @@ def preprocess_stereo(dataset: Path, out: Path, sequences: Optional[Sequence[str
         else:
             ids = _voxel_frames(dataset, seq, kitti360_layout)
         calib = kitti360_calibration() if kitti360_layout else kitti_io.read_calib(root / "calib.txt", ("P2", "P3"))
-        rigs[seq] = (float(calib["P2"][0, 0]), stereo_baseline(calib["P2"], calib["P3"]))
+        if focal_baseline is not None:
+            if not focal_baseline > 0:
+                raise ValueError(f"focal_baseline must be > 0, got {focal_baseline}")
+            rigs[seq] = (float(focal_baseline), 1.0)
+        else:
+            rigs[seq] = (float(calib["P2"][0, 0]), stereo_baseline(calib["P2"], calib["P3"]))
         frames += [(seq, f) for f in ids]
         logger.info("sequence %s: %d frames, f = %.3f px, b = %.4f m", seq, len(ids), *rigs[seq])
 
@@ -220,6 +228,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     ste.add_argument("--backend", default="sgbm", choices=available_stereo_backends(), help="stereo backend")
     ste.add_argument("--all-frames", action="store_true", help="every image, not only the frames with voxels")
+    ste.add_argument("--focal-baseline", type=float, default=None,
+                     help="override f*b [px*m] (default: from P2/P3 of the calibration)")
     ste.add_argument("--num-disparities", type=int, default=128, help="SGBM disparity range [px]")
     ste.add_argument("--block-size", type=int, default=5, help="SGBM block size")
     ste.add_argument("--mode", default="sgbm_3way", choices=("sgbm", "sgbm_3way", "hh", "hh4"), help="SGBM mode")
@@ -243,6 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 parser.error("--dataset is required")
             summary = preprocess_stereo(args.dataset, args.out, args.sequences, backend=_backend_from_args(args),
                                         kitti360_layout=args.kitti360, all_frames=args.all_frames,
+                                        focal_baseline=args.focal_baseline,
                                         overwrite=args.overwrite, progress=progress)
     except (FileNotFoundError, ValueError) as exc:
         print(f"l2cocc preprocess: error: {exc}", file=sys.stderr)

@@ -115,3 +115,9 @@ def test_kitti360_stereo_uses_fixed_calibration(tmp_path):
     valid = depth > 0
     assert valid.mean() > 0.8
     np.testing.assert_allclose(np.median(depth[valid]), 328.318735 / disp, rtol=0.01)
+    # the original's f*b for KITTI-360 maps, on request
+    assert preprocess.main(["stereo", "--kitti360", "-d", str(tmp_path / "k360"), "-o", str(tmp_path / "fb"),
+                            "--all-frames", "--num-disparities", "32", "--focal-baseline", "331.532557",
+                            "--no-progress"]) == 0
+    depth2 = np.load(tmp_path / "fb" / "sequences" / seq / "000003.npy")
+    np.testing.assert_allclose(depth2[valid], depth[valid] * 331.532557 / 328.318735, rtol=1e-5)
