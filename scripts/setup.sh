@@ -40,12 +40,13 @@ if ! stamp_ok pip "$req_hash"; then
 fi
 
 # 2. message packages (plain cmake: 4 s when nothing changed)
-build_pkg() {  # name source-dir
-  local name=$1 src=$2
+build_pkg() {  # name source-dir [paths to remove from the install tree just before installing]
+  local name=$1 src=$2; shift 2
   PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV:$STATE/install" CMAKE_PREFIX_PATH="$VENV;$STATE/install" \
     cmake -S "$src" -B "$STATE/build/$name" -DCMAKE_INSTALL_PREFIX="$STATE/install" \
       -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release >"$STATE/build-$name.log" 2>&1 \
   && cmake --build "$STATE/build/$name" -j"$(nproc)" >>"$STATE/build-$name.log" 2>&1 \
+  && rm -rf "$@" \
   && cmake --install "$STATE/build/$name" >>"$STATE/build-$name.log" 2>&1 \
   || { echo "[setup] building $name failed; see $STATE/build-$name.log" >&2; tail -30 "$STATE/build-$name.log" >&2; exit 1; }
 }
@@ -54,7 +55,8 @@ if ! "$VENV/bin/python" -c 'import tf2_msgs.msg' 2>/dev/null && [ ! -d "$STATE/i
   build_pkg tf2_msgs "$ROOT/ros_fallback/tf2_msgs"
 fi
 SITE=$STATE/install/lib/python3.$("$VENV/bin/python" -c 'import sys;print(sys.version_info[1])')/site-packages
-msg_hash=$(cat package.xml CMakeLists.txt msg/*.msg scripts/setup.sh | sha256sum | cut -c1-16)
+STAGE_LAYOUT=2  # bump when the staging below changes, to force one rebuild
+msg_hash=$( (cat package.xml CMakeLists.txt msg/*.msg; echo "$STAGE_LAYOUT") | sha256sum | cut -c1-16)
 if ! stamp_ok msgs "$msg_hash" || [ ! -d "$STATE/install/share/l2cocc_ros" ]; then
   echo "[setup] building l2cocc_ros messages"
   # CMake refuses a build whose source dir contains the venv (.venv/.../numpy/_core/include would be an
@@ -69,9 +71,9 @@ if ! stamp_ok msgs "$msg_hash" || [ ! -d "$STATE/install/share/l2cocc_ros" ]; th
   ln -s "$ROOT/config" "$stage/config"
   ln -s "$ROOT/launch" "$stage/launch"
   ln -s "$ROOT/scripts/l2cocc_node" "$stage/scripts/l2cocc_node"
-  # drop what an earlier build installed (stale copies of sources, config dirs now replaced by symlinks)
-  rm -rf "$STATE/install/share/l2cocc_ros" "$STATE/install/lib/l2cocc_ros" "$SITE/l2cocc_ros"
-  build_pkg l2cocc_ros "$stage"
+  # after compiling, drop what an earlier build installed (stale copies of sources, directories that are
+  # symlinks now), so that the install tree holds exactly this build
+  build_pkg l2cocc_ros "$stage" "$STATE/install/share/l2cocc_ros" "$STATE/install/lib/l2cocc_ros" "$SITE/l2cocc_ros"
   stamp_set msgs "$msg_hash"
 fi
 
@@ -90,4 +92,11 @@ export FASTDDS_DEFAULT_PROFILES_FILE="$ROOT/config/fastdds_large_messages.xml"
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 ENV
 if cmp -s "scripts/env.sh.tmp.$$" scripts/env.sh; then rm -f "scripts/env.sh.tmp.$$"; else mv -f "scripts/env.sh.tmp.$$" scripts/env.sh; fi
+# the `l2cocc` command (setup.py's console script) for this checkout, without pip-installing the package
+cat > "$VENV/bin/l2cocc.tmp.$$" <<'CMD'
+#!/usr/bin/env bash
+# l2cocc command of a source checkout (written by scripts/setup.sh); needs `source scripts/env.sh`.
+exec python -P -m l2cocc_ros.tools.cli "$@"
+CMD
+chmod +x "$VENV/bin/l2cocc.tmp.$$" && mv -f "$VENV/bin/l2cocc.tmp.$$" "$VENV/bin/l2cocc"
 echo "[setup] done: source scripts/env.sh"
