@@ -17,7 +17,8 @@ from typing import Tuple
 
 import numpy as np
 
-from .synth_scene import MAT_FACADE, MAT_FOLIAGE, MAT_GLASS, Primitives, World, raw_id
+from .synth_scene import World
+from .synth_shapes import MAT_FACADE, MAT_FOLIAGE, MAT_GLASS, Primitives, raw_id
 
 __all__ = ["Hits", "cast_rays", "render_camera", "scan_lidar", "lidar_directions", "rotate"]
 
