@@ -161,7 +161,8 @@ class SGBMStereo(StereoBackend):
         if int(downscale) != downscale or downscale < 1:
             raise ValueError(f"downscale must be an integer >= 1, got {downscale}")
         if uniqueness_ratio < 0 or speckle_window_size < 0 or speckle_range < 0 or pre_filter_cap < 1:
-            raise ValueError("uniqueness_ratio, speckle_window_size, speckle_range must be >= 0 and pre_filter_cap >= 1")
+            raise ValueError("uniqueness_ratio, speckle_window_size, speckle_range must be >= 0 "
+                             "and pre_filter_cap >= 1")
         self.num_disparities = int(num_disparities)
         self.block_size = int(block_size)
         self.mode = mode
@@ -259,7 +260,8 @@ def get_stereo_backend(name: str = "sgbm", **kwargs) -> StereoBackend:
     try:
         factory = _REGISTRY[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown stereo backend {name!r}; available: {', '.join(available_stereo_backends())}") from None
+        known = ", ".join(available_stereo_backends())
+        raise ValueError(f"unknown stereo backend {name!r}; available: {known}") from None
     try:
         return factory(**kwargs)
     except TypeError as exc:

@@ -110,7 +110,8 @@ def score_predictions(dataset: Path, predictions: Path, sequences: Sequence[str]
     missing = [prediction_path(Path(predictions), s, int(f)) for s, f in frames]
     missing = [p for p in missing if not p.is_file()]
     if missing:
-        listed = "\n  ".join(map(str, missing[:20])) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        listed = "\n  ".join(map(str, missing[:20])) + more
         raise FileNotFoundError(f"{len(missing)} prediction file(s) missing:\n  {listed}")
     metrics = SSCMetrics(table.num_classes)
     for seq, fid in tqdm(frames, desc="eval", unit="frame", disable=not progress, dynamic_ncols=True):

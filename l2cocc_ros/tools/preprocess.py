@@ -96,7 +96,8 @@ def preprocess_labels(dataset: Path, out: Path, sequences: Optional[Sequence[str
         ids = _voxel_frames(dataset, seq)
         with_gt = [f for f in ids if (dataset / "sequences" / seq / "voxels" / f"{f}.label").is_file()]
         if len(with_gt) < len(ids):
-            logger.info("sequence %s: %d of %d frames have no .label (no GT), skipped", seq, len(ids) - len(with_gt), len(ids))
+            logger.info("sequence %s: %d of %d frames have no .label (no GT), skipped",
+                        seq, len(ids) - len(with_gt), len(ids))
         frames += [(seq, f) for f in with_gt]
 
     def work(seq: str, fid: str) -> bool:
@@ -214,8 +215,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="l2cocc preprocess", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
-    lab = sub.add_parser("labels", help="1:1 and 1:2 training labels", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ste = sub.add_parser("stereo", help="stereo depth maps", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    lab = sub.add_parser("labels", help="1:1 and 1:2 training labels", formatter_class=fmt)
+    ste = sub.add_parser("stereo", help="stereo depth maps", formatter_class=fmt)
     for p in (lab, ste):
         p.add_argument("-d", "--dataset", type=Path, help="dataset root (holding sequences/ or data_2d_raw/)")
         p.add_argument("-o", "--out", type=Path, required=True, help="output root")
@@ -223,7 +225,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("--kitti360", action="store_true", help="SSCBench-KITTI-360 layout")
         p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    lab.add_argument("--from-labels", type=Path, default=None, help="KITTI-360: SSCBench labels folder (<seq>/<id>_1_1.npy)")
+    lab.add_argument("--from-labels", type=Path, default=None,
+                     help="KITTI-360: SSCBench labels folder (<seq>/<id>_1_1.npy)")
     from l2cocc_ros.core.stereo import available_stereo_backends
 
     ste.add_argument("--backend", default="sgbm", choices=available_stereo_backends(), help="stereo backend")

@@ -11,7 +11,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core" / "data"))
 from fake_kitti import write_fake_sequence  # noqa: E402
 
 from l2cocc_ros.core.classes import semantic_kitti  # noqa: E402
-from l2cocc_ros.core.data import kitti_io  # noqa: E402
 from l2cocc_ros.tools import evaluate  # noqa: E402
 
 YAML = Path(__file__).resolve().parents[2] / "l2cocc_ros" / "core" / "semantic-kitti.yaml"

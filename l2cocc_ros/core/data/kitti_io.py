@@ -238,7 +238,8 @@ def read_calib(path: PathLike, required: Iterable[str] = ("P2", "Tr")) -> Dict[s
         except ValueError:
             raise ValueError(f"calibration file {path}, line {lineno}: non-numeric value in {line!r}") from None
         if vals.size != 12:
-            raise ValueError(f"calibration file {path}, line {lineno}: {key.strip()} has {vals.size} values, expected 12")
+            raise ValueError(f"calibration file {path}, line {lineno}: {key.strip()} has {vals.size} values, "
+                             "expected 12")
         calib[key.strip()] = _to_4x4(vals, key.strip())
     missing = [k for k in required if k not in calib]
     if missing:

@@ -184,7 +184,8 @@ class SSCDatasetBase(Dataset):
             listed = "\n  ".join(str(m) for m in missing[:_MAX_LISTED])
             more = f"\n  ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
             raise FileNotFoundError(f"{len(missing)} dataset file(s) missing:\n  {listed}{more}")
-        self._calib = {seq: self.calibration(seq) for seq in self.sequences} if self.use_camera or self.lidar_depth else {}
+        needs_calib = self.use_camera or self.lidar_depth
+        self._calib = {seq: self.calibration(seq) for seq in self.sequences} if needs_calib else {}
 
     # --------------------------------------------------------------------------------- samples
     def __len__(self) -> int:
