@@ -133,3 +133,24 @@ def test_npy_roundtrip_and_corruption(tmp_path):
         kio.read_label_npy(tmp_path / "cut.npy")
     # no temp files left behind by the atomic writers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000000_1_1.npy", "cut.npy"]
+
+
+def test_voxel_files_read_by_semantic_kitti_api(tmp_path):
+    """The PyPI semantic-kitti-api's own SSC reader sees exactly what we wrote."""
+    api = pytest.importorskip("auxiliary.SSCDataset")
+    rng = np.random.default_rng(3)
+    vox = tmp_path / "sequences" / "08" / "voxels"
+    data = {
+        "input": rng.random(kio.VOXEL_DIMS) < 0.1,
+        "invalid": rng.random(kio.VOXEL_DIMS) < 0.2,
+        "occluded": rng.random(kio.VOXEL_DIMS) < 0.3,
+        "label": rng.integers(0, 260, size=kio.VOXEL_DIMS).astype(np.uint16),
+    }
+    kio.write_voxel_bits(vox / "000000.bin", data["input"])
+    kio.write_voxel_bits(vox / "000000.invalid", data["invalid"])
+    kio.write_voxel_bits(vox / "000000.occluded", data["occluded"])
+    kio.write_voxel_labels(vox / "000000.label", data["label"])
+    (name, got) = api.SSCDataset(str(tmp_path), split="valid")[0]
+    assert name == ("08", "000000")
+    for key, want in data.items():
+        np.testing.assert_array_equal(got[key], want.astype(got[key].dtype), err_msg=key)
