@@ -130,6 +130,8 @@ def jitter(rng: np.random.Generator, rgb, amount: float = 0.08) -> tuple:
     return tuple(np.clip(np.asarray(rgb) + rng.uniform(-amount, amount, 3), 0.02, 1.0))
 
 
+_CAR_COLOURS = ((0.85, 0.85, 0.85), (0.62, 0.63, 0.65), (0.1, 0.1, 0.11), (0.35, 0.36, 0.38), (0.12, 0.2, 0.45),
+                (0.6, 0.1, 0.08), (0.2, 0.3, 0.22), (0.75, 0.7, 0.55))
 VEHICLE_KINDS = ("car", "truck", "van", "bus", "motorcycle")
 _VEHICLE_CLASS = {"car": "car", "truck": "truck", "van": "other-vehicle", "bus": "other-vehicle",
                   "motorcycle": "motorcycle"}
@@ -171,7 +173,7 @@ def add_vehicle(g: ShapeBuilder, rng: np.random.Generator, x: float, yc: float, 
             g.box((x, yc - w / 2, 1.9), (x + length, yc + w / 2, 3.1), name, MAT_GLASS, rgb, 0.2, vel)
         return
     w = rng.uniform(1.7, 1.9) if kind == "car" else rng.uniform(1.9, 2.1)
-    rgb = tuple(rng.uniform(0.05, 0.9, 3))
+    rgb = jitter(rng, _CAR_COLOURS[int(rng.integers(len(_CAR_COLOURS)))], 0.05)
     body = 0.95 if kind == "car" else 1.3
     top = rng.uniform(1.35, 1.6) if kind == "car" else rng.uniform(2.0, 2.4)
     front, back = (0.22, 0.8) if kind == "car" else (0.15, 0.97)
