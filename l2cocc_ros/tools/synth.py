@@ -24,8 +24,11 @@ logger = logging.getLogger(__name__)
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``l2cocc synth``."""
-    p = argparse.ArgumentParser(prog="l2cocc synth", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="l2cocc synth",
+        description="Write a synthetic sequence (procedural street, stereo pair, 64-beam LiDAR, voxel ground truth) "
+                    "in the SemanticKITTI layout: OUT/sequences/SEQ/{calib.txt,poses.txt,times.txt,image_2,image_3,"
+                    "velodyne,labels,voxels}.")
     p.add_argument("-o", "--out", required=True, help="dataset root; the sequence goes to OUT/sequences/SEQ")
     p.add_argument("-s", "--sequence", default="08", help="two-digit sequence name (default %(default)s)")
     p.add_argument("-n", "--frames", type=int, default=5, help="number of frames (default %(default)s)")
