@@ -195,6 +195,27 @@ def test_voxels_agree_with_the_scan(seq_dir):
         assert (vox[:, :, 6:16][invalid[:, :, 6:16] == 0] == 0).mean() > 0.5
 
 
+def test_poses_register_consecutive_scans(seq_dir):
+    """poses.txt (cam0) and Tr move frame 1's static LiDAR points onto frame 0's labelled voxels."""
+    tr = kitti_io.read_calib(seq_dir / "calib.txt")["Tr"]
+    poses = kitti_io.read_poses(seq_dir / "poses.txt")
+    v0_from_v1 = np.linalg.inv(tr) @ np.linalg.inv(poses[0]) @ poses[1] @ tr
+    assert 0.4 < v0_from_v1[0, 3] < 1.0  # the car moved forward along velodyne x
+    pts = kitti_io.read_velodyne(seq_dir / "velodyne" / "000001.bin").astype(np.float64)
+    raw = kitti_io.read_point_labels(seq_dir / "labels" / "000001.label")
+    ground = np.isin(raw, [40, 44, 48, 49, 72])  # flat classes line up under any motion along the road
+    static = (raw < 252) & ~ground  # SemanticKITTI's moving-* ids start at 252
+    xyz = pts[static, :3] @ v0_from_v1[:3, :3].T + v0_from_v1[:3, 3]
+    vox0 = kitti_io.read_voxel_labels(seq_dir / "voxels" / "000000.label")
+    idx, inside = SEMANTIC_KITTI_GRID.index_of(xyz)
+    hit = vox0[tuple(idx[inside].T)]
+    assert inside.sum() > 2000
+    assert (hit > 0).mean() > 0.95
+    # without the motion, far fewer points would line up (the check is not trivially true)
+    idx_raw, inside_raw = SEMANTIC_KITTI_GRID.index_of(pts[static, :3])
+    assert (vox0[tuple(idx_raw[inside_raw].T)] > 0).mean() < (hit > 0).mean() - 0.15
+
+
 def test_class_diversity(seq_dir):
     table = semantic_kitti()
     train = table.to_training_ids(kitti_io.read_voxel_labels(seq_dir / "voxels" / "000000.label"))
