@@ -199,8 +199,8 @@ def add_rider(g: ShapeBuilder, rng: np.random.Generator, x: float, y: float, vel
 
 def add_tree(g: ShapeBuilder, rng: np.random.Generator, x: float, y: float, z: float) -> None:
     """A tree standing at height ``z``: trunk cylinder and ellipsoid crown."""
-    h = rng.uniform(2.0, 3.5)
+    h = rng.uniform(2.2, 3.5)  # clear height under the crown, above car roofs
     r = rng.uniform(1.4, 2.6)
-    g.ell((x, y, z + h + 0.7 * r), (r, r, r * rng.uniform(0.8, 1.2)), "vegetation", MAT_FOLIAGE,
-          jitter(rng, (0.22, 0.42, 0.16)), 0.2)
-    g.cyl(x, y, rng.uniform(0.12, 0.25), z, z + h + 0.3 * r, "trunk", MAT_PLAIN, jitter(rng, (0.36, 0.27, 0.2)), 0.25)
+    rz = r * rng.uniform(0.8, 1.2)
+    g.ell((x, y, z + h + 0.9 * rz), (r, r, rz), "vegetation", MAT_FOLIAGE, jitter(rng, (0.22, 0.42, 0.16)), 0.2)
+    g.cyl(x, y, rng.uniform(0.12, 0.25), z, z + h + 0.5 * rz, "trunk", MAT_PLAIN, jitter(rng, (0.36, 0.27, 0.2)), 0.25)
