@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from ..grid import SEMANTIC_KITTI_GRID, GridSpec
+from ..transforms import invert_transform
 from . import kitti_io
 from .synth_render import _Noise, lidar_directions, render_camera, scan_lidar
 from .synth_scene import World
@@ -232,11 +233,11 @@ class SynthSequence:
         t = np.linalg.solve(p[:, :3], p[:, 3])  # P = K [I | t]: the camera sits at -t in cam0
         cam0_to_cam = np.eye(4)
         cam0_to_cam[:3, 3] = -t
-        return self.velo_pose(frame) @ np.linalg.inv(self._tr) @ cam0_to_cam
+        return self.velo_pose(frame) @ invert_transform(self._tr) @ cam0_to_cam
 
     def cam0_poses(self, frames: int) -> np.ndarray:
         """(N, 4, 4) KITTI ``poses.txt`` content: cam0 poses of frames 0..N-1 in the cam0 frame of frame 0."""
-        first = np.linalg.inv(self.camera_pose(0, 0))
+        first = invert_transform(self.camera_pose(0, 0))
         poses = np.stack([first @ self.camera_pose(i, 0) for i in range(frames)])
         poses[np.abs(poses) < 1e-12] = 0.0  # round-off of first @ pose, so frame 0 is exactly the identity
         return poses
@@ -276,7 +277,7 @@ class SynthSequence:
                 r_later, _, _ = scan_lidar(self.world, self._prims(index + off, later), later, self._dirs,
                                            cfg.lidar_max_range)
                 todo = np.flatnonzero(~seen)
-                seen[todo] = self._lidar_observed(np.linalg.inv(later) @ pose, r_later, todo)
+                seen[todo] = self._lidar_observed(invert_transform(later) @ pose, r_later, todo)
             out.occluded = ~seen_lidar.reshape(cfg.grid.dims)
             out.invalid = ~seen.reshape(cfg.grid.dims)
         return out
