@@ -265,7 +265,8 @@ def _lane_marking(world: World, hits: Hits) -> np.ndarray:
     return hits.ground & (hits.raw == _ROAD) & lines
 
 
-def _surface_colour(world: World, noise: _Noise, hits: Hits, view_dirs: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+def _surface_colour(world: World, noise: _Noise, hits: Hits, view_dirs: np.ndarray,
+                    footprint: np.ndarray) -> np.ndarray:
     """(N, 3) colours in 0..1 of the hit points (N = hits where t is finite)."""
     p, n = hits.point, hits.normal
     cos_v = np.abs((n * view_dirs).sum(1)) / np.linalg.norm(view_dirs, axis=1)

@@ -11,8 +11,8 @@ frames are generated or where the sequence starts. Everything is analytic:
 * axis-aligned boxes (buildings, sidewalk slabs, fences, vehicles, bicycles, sign plates, hedges),
   vertical cylinders (trunks, poles, people) and axis-aligned ellipsoids (tree crowns, bushes, heads).
 
-Moving objects (oncoming cars, trucks, vans, buses, motorcyclists, cyclists, pedestrians) carry a velocity and use SemanticKITTI's
-``moving-*`` raw ids; their blocks are indexed by their position at t = 0. Raw ids come from the class
+Moving objects (oncoming cars, trucks, vans, buses, motorcyclists, cyclists, pedestrians) carry a velocity
+and use SemanticKITTI's ``moving-*`` raw ids; their blocks are indexed by their position at t = 0. Raw ids come from the class
 table (:func:`l2cocc_ros.core.classes.semantic_kitti`).
 """
 from __future__ import annotations
@@ -238,7 +238,8 @@ class World:
             for _ in range(int(rng.integers(0, 3))):  # pedestrians walking along a sidewalk
                 sign = 1.0 if rng.random() < 0.5 else -1.0
                 s = int(sign > 0)
-                a = self.road_half_width + 0.5 * (2.4 + self.sidewalk_width[s])  # on the sidewalk with or without parking
+                # on the sidewalk whether or not the block has a parking strip
+                a = self.road_half_width + 0.5 * (2.4 + self.sidewalk_width[s])
                 add_person(g, rng, x0 + rng.uniform(0, BLOCK_LENGTH), sign * a, SIDEWALK_HEIGHT,
                            (rng.choice((-1.0, 1.0)) * rng.uniform(0.8, 1.5), 0.0))
             self._traffic[b] = g.build()

@@ -74,7 +74,8 @@ class Primitives:
             out = a.copy()
             out[:, :2] += vel * t
             return out
-        return dataclasses.replace(self, box_lo=shift(self.box_lo, self.box_vel), box_hi=shift(self.box_hi, self.box_vel),
+        return dataclasses.replace(self, box_lo=shift(self.box_lo, self.box_vel),
+                                   box_hi=shift(self.box_hi, self.box_vel),
                                    cyl=shift(self.cyl, self.cyl_vel), ell=shift(self.ell, self.ell_vel))
 
     def select(self, boxes: np.ndarray, cyls: np.ndarray, ells: np.ndarray) -> "Primitives":
@@ -85,8 +86,9 @@ class Primitives:
 
     def xy_bounds(self) -> Tuple[np.ndarray, np.ndarray]:
         """(n, 2) lower and upper xy corners of every shape: boxes, then cylinders, then ellipsoids."""
-        lo = np.concatenate([self.box_lo[:, :2], self.cyl[:, :2] - self.cyl[:, 2:3], self.ell[:, :2] - self.ell[:, 3:5]])
-        hi = np.concatenate([self.box_hi[:, :2], self.cyl[:, :2] + self.cyl[:, 2:3], self.ell[:, :2] + self.ell[:, 3:5]])
+        c, e = self.cyl, self.ell
+        lo = np.concatenate([self.box_lo[:, :2], c[:, :2] - c[:, 2:3], e[:, :2] - e[:, 3:5]])
+        hi = np.concatenate([self.box_hi[:, :2], c[:, :2] + c[:, 2:3], e[:, :2] + e[:, 3:5]])
         return lo, hi
 
 

@@ -90,7 +90,8 @@ def test_semantic_kitti_api_reads_the_output(seq_dir):
     assert (seq, name) == ("08", "000001")
     np.testing.assert_array_equal(coll["label"], kitti_io.read_voxel_labels(seq_dir / "voxels" / "000001.label"))
     for key, ext in (("input", ".bin"), ("invalid", ".invalid"), ("occluded", ".occluded")):
-        np.testing.assert_array_equal(coll[key].astype(bool), kitti_io.read_voxel_bits(seq_dir / "voxels" / f"000001{ext}"))
+        ours = kitti_io.read_voxel_bits(seq_dir / "voxels" / f"000001{ext}")
+        np.testing.assert_array_equal(coll[key].astype(bool), ours)
     colors = {int(k): [128, 128, 128] for k in semantic_kitti().raw_names}
     scan = SemLaserScan(colors, project=True, H=64, W=512, fov_up=2.0, fov_down=-24.8)
     scan.open_scan(str(seq_dir / "velodyne" / "000001.bin"))
