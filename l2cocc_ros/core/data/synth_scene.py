@@ -12,8 +12,8 @@ frames are generated or where the sequence starts. Everything is analytic:
   vertical cylinders (trunks, poles, people) and axis-aligned ellipsoids (tree crowns, bushes, heads).
 
 Moving objects (oncoming cars, trucks, vans, buses, motorcyclists, cyclists, pedestrians) carry a velocity
-and use SemanticKITTI's ``moving-*`` raw ids; their blocks are indexed by their position at t = 0. Raw ids come from the class
-table (:func:`l2cocc_ros.core.classes.semantic_kitti`).
+and use SemanticKITTI's ``moving-*`` raw ids; their blocks are indexed by their position at t = 0. Raw ids
+come from the class table (:func:`l2cocc_ros.core.classes.semantic_kitti`).
 """
 from __future__ import annotations
 
