@@ -17,7 +17,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
-__all__ = ["BlockSetting", "EFFICIENTNET_B_STAGES", "EfficientNet", "SECONDFPN", "make_divisible"]
+__all__ = ["BlockSetting", "EFFICIENTNET_B_STAGES", "EFFICIENTNET_ARCHS", "Conv2dAdaptivePadding", "EfficientNet",
+           "SECONDFPN", "make_divisible", "scale_stages"]
 
 logger = logging.getLogger(__name__)
 
