@@ -1,0 +1,284 @@
+"""``l2cocc_node``: synchronized stereo (+ LiDAR) in, semantic voxel grid + RViz markers + diagnostics out.
+
+Constructor order (style rule 13): declare parameters -> config -> engine -> TF -> publishers and
+subscriptions -> worker thread and timers. Subscriptions only synchronize and hand the newest set to an
+inference thread ("newest frame wins": one slot; a set still waiting when a newer one arrives is dropped and
+counted), so callbacks never block and latency stays bounded by about two processing times. The worker
+converts (image, CameraInfo, cloud, TF), calls the engine, converts back and publishes; every bad input is
+rejected with a counter, a throttled log line and a diagnostic, never an exception out of the node.
+
+Run: ``ros2 run l2cocc_ros l2cocc_node --ros-args --params-file ...`` or ``l2cocc node --ros-args ...``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Float64
+from visualization_msgs.msg import MarkerArray
+
+from l2cocc_ros.core.classes import class_table
+from l2cocc_ros.core.engine import InferenceEngine
+from l2cocc_ros.core.stereo import get_stereo_backend
+from l2cocc_ros.msg import SemanticVoxelGrid
+from l2cocc_ros.ros.diagnostics import NodeStatus
+from l2cocc_ros.ros.grid_msg import grid_to_msg
+from l2cocc_ros.ros.image import image_to_rgb, stereo_calibration
+from l2cocc_ros.ros.markers import MarkerEncoder, MarkerOptions
+from l2cocc_ros.ros.params import NodeConfig, declare_parameters, read_parameters
+from l2cocc_ros.ros.pointcloud import read_xyzi
+from l2cocc_ros.ros.qos import OUTPUT_QOS, SENSOR_QOS
+from l2cocc_ros.ros.sync import make_synchronizer, stamp_to_ns
+from l2cocc_ros.ros.tf import TfLookup, TransformUnavailable
+
+__all__ = ["L2COccNode", "main", "NODE_NAME"]
+
+_log = logging.getLogger(__name__)
+
+NODE_NAME = "l2cocc_node"
+
+
+class _Rejected(Exception):
+    """Internal: one input set is refused (kind, reason); the node counts and logs it."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+class L2COccNode(Node):
+    """The perception node (topics, parameters and behaviour in the module docstring and README).
+
+    Args:
+        node_name: ROS node name.
+        **kwargs: passed to ``rclpy.node.Node`` (e.g. ``context``, ``parameter_overrides``).
+
+    Raises:
+        ValueError, FileNotFoundError: invalid parameters (every problem is listed), or a checkpoint that does
+            not load; the node is not created.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        # 1. parameters -> config
+        declare_parameters(self)
+        self.config: NodeConfig = read_parameters(self)
+        cfg = self.config
+        # 2. engine
+        self.engine = self._build_engine(cfg)
+        self.table = class_table(self.engine.cfg.dataset)
+        self.status = NodeStatus(cfg.diagnostics)
+        # 3. TF
+        self.tf = TfLookup(self)
+        # 4. publishers and subscriptions
+        self.grid_pub = self.create_publisher(SemanticVoxelGrid, "~/output/semantic_grid", OUTPUT_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, "~/output/markers", OUTPUT_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.processing_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
+        self.latency_pub = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", OUTPUT_QOS)
+        self.markers = MarkerEncoder(self.engine.cfg.grid, self.table, MarkerOptions(
+            crop_min=cfg.markers_crop_min, crop_max=cfg.markers_crop_max, downsample=cfg.markers_downsample,
+            alpha=cfg.markers_alpha))
+        inputs = [(Image, "~/input/left/image", SENSOR_QOS), (CameraInfo, "~/input/left/camera_info", SENSOR_QOS),
+                  (Image, "~/input/right/image", SENSOR_QOS), (CameraInfo, "~/input/right/camera_info", SENSOR_QOS)]
+        if self.engine.needs_points:
+            inputs.append((PointCloud2, "~/input/pointcloud", SENSOR_QOS))
+        self.sync, self._subscriptions_sync = make_synchronizer(
+            self, inputs, cfg.sync_queue_size, cfg.sync_slop_s, self._on_synchronized)
+        # 5. worker and timers
+        self._cond = threading.Condition()
+        self._slot: Optional[Sequence] = None
+        self._stopping = False
+        self._last_stamp_ns: Optional[int] = None
+        self._last_marker_t = -np.inf
+        self.last_timings_ms: dict = {}
+        self._worker = threading.Thread(target=self._run, name="l2cocc_inference", daemon=True)
+        self._worker.start()
+        self._diag_timer = self.create_timer(cfg.diagnostics.period_s, self._publish_diagnostics)
+        self.get_logger().info(
+            f"ready: {self.engine.cfg.name} (variant {cfg.variant}) on {self.engine.device}, grid frame "
+            f"{cfg.grid_frame!r}, stereo {cfg.stereo_backend}, markers via "
+            f"{'numpy CDR' if self.markers.use_bytes else 'message objects'}, tf {self.tf.backend}")
+
+    # ----------------------------------------------------------------------------------------- set-up
+    def _build_engine(self, cfg: NodeConfig) -> InferenceEngine:
+        stereo = get_stereo_backend(cfg.stereo_backend, **cfg.stereo_options)
+        kw = dict(device=cfg.device, stereo_backend=stereo, precision=cfg.precision,
+                  with_confidence=cfg.publish_confidence)
+        if cfg.checkpoint:
+            return InferenceEngine.from_checkpoint(cfg.checkpoint, preset=cfg.preset, **kw)
+        self.get_logger().warning(f"checkpoint is empty and allow_random_weights is true: {cfg.preset} runs with "
+                                  "RANDOM weights (its output is meaningless)")
+        return InferenceEngine.from_preset(cfg.preset, **kw)
+
+    # -------------------------------------------------------------------------------------- callbacks
+    def _on_synchronized(self, *msgs) -> None:
+        """Put the newest synchronized set in the slot; a set still waiting there is dropped (counted)."""
+        self.status.input_arrived()
+        with self._cond:
+            if self._slot is not None:
+                self.status.dropped()
+            self._slot = msgs
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._slot is None and not self._stopping:
+                    self._cond.wait(timeout=0.5)
+                if self._stopping:
+                    return
+                msgs, self._slot = self._slot, None
+            try:
+                self._process(msgs)
+            except _Rejected as rej:
+                self._reject(rej.kind, rej.reason)
+            except Exception as exc:  # noqa: BLE001 - the live path never dies on one frame
+                self._reject("inference", f"{type(exc).__name__}: {exc}")
+
+    def _reject(self, kind: str, reason: str) -> None:
+        if self.status.rejected_input(kind, reason):
+            self.get_logger().warning(f"rejected input ({kind}): {reason} [throttled]")
+
+    # ------------------------------------------------------------------------------------- the frame
+    def _check_stamp(self, stamp_ns: int) -> None:
+        last = self._last_stamp_ns
+        if last is not None and stamp_ns <= last:
+            jump = (last - stamp_ns) * 1e-9
+            if self.config.stamp_reset_s > 0.0 and jump > self.config.stamp_reset_s:
+                self.get_logger().warning(f"time jumped back by {jump:.3f} s: resetting (sync queues, TF history)")
+                self.status.resets += 1
+                self.tf.clear_dynamic()
+                if self.sync is not None:
+                    self.sync.reset()
+            else:
+                raise _Rejected("stamp_jump_back", f"stamp {stamp_ns * 1e-9:.3f} s is not after the last frame's "
+                                f"{last * 1e-9:.3f} s (jump {jump:.3f} s)")
+        self._last_stamp_ns = stamp_ns
+
+    def _lookup(self, source: str, stamp_ns: int) -> np.ndarray:
+        cfg = self.config
+        try:
+            t = self.tf.lookup(cfg.grid_frame, source, stamp_ns, cfg.tf_timeout_s)
+            self.status.tf_state(True, f"{cfg.grid_frame} <- {source}")
+            return t
+        except TransformUnavailable as exc:
+            if cfg.tf_fallback is not None:
+                self.status.tf_state(True, f"fallback transform ({exc})")
+                return cfg.tf_fallback
+            self.status.tf_state(False, str(exc))
+            raise _Rejected("tf", f"no transform {cfg.grid_frame} <- {source!r}: {exc}") from None
+
+    def _process(self, msgs: Sequence) -> None:
+        t0 = time.perf_counter()
+        left, left_info, right, right_info = msgs[:4]
+        stamp = left.header.stamp
+        stamp_ns = stamp_to_ns(stamp)
+        self._check_stamp(stamp_ns)
+        points = None
+        left_rgb = right_rgb = p_left = p_right = t_grid_cam = None
+        if self.engine.needs_cameras:
+            try:
+                left_rgb, right_rgb = image_to_rgb(left), image_to_rgb(right)
+            except ValueError as exc:
+                raise _Rejected("encoding", str(exc)) from None
+            if left_rgb.shape != right_rgb.shape:
+                raise _Rejected("size_mismatch", f"left image {left_rgb.shape[:2]} != right image {right_rgb.shape[:2]}")
+            try:
+                p_left, p_right, _ = stereo_calibration(left_info, right_info, left_size=left_rgb.shape[:2])
+            except ValueError as exc:
+                raise _Rejected("camera_info", str(exc)) from None
+            t_grid_cam = self._lookup(left.header.frame_id, stamp_ns)
+        if self.engine.needs_points:
+            cloud = msgs[4]
+            try:
+                pts, n_bad = read_xyzi(cloud)
+            except ValueError as exc:
+                raise _Rejected("pointcloud", str(exc)) from None
+            if len(pts) == 0:
+                raise _Rejected("pointcloud", f"no finite point ({n_bad} NaN/inf of {cloud.width * cloud.height})")
+            t_grid_cloud = self._lookup(cloud.header.frame_id, stamp_ns)
+            points = pts.copy()
+            points[:, :3] = pts[:, :3] @ t_grid_cloud[:3, :3].T.astype(np.float32) + t_grid_cloud[:3, 3].astype(np.float32)
+        t_convert = time.perf_counter()
+        result = self.engine.infer(left_rgb, right_rgb, p_left, p_right, t_grid_cam, points=points)
+        t_engine = time.perf_counter()
+        cfg = self.config
+        msg = grid_to_msg(result.labels, stamp=stamp, frame_id=cfg.grid_frame, grid=self.engine.cfg.grid,
+                          table=self.table, model_variant=f"l2cocc-{cfg.variant}",
+                          model_name=Path(cfg.checkpoint).name if cfg.checkpoint else f"{cfg.preset} (random weights)",
+                          confidence=result.confidence)
+        self.grid_pub.publish(msg)
+        now = time.monotonic()
+        if (cfg.markers_enabled and self.marker_pub.get_subscription_count() > 0
+                and now - self._last_marker_t >= 1.0 / cfg.markers_max_rate_hz):
+            self._last_marker_t = now
+            self.marker_pub.publish(self.markers.encode(result.labels, stamp=stamp, frame_id=cfg.grid_frame))
+        t_end = time.perf_counter()
+        processing_ms = (t_end - t0) * 1e3
+        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
+        self.last_timings_ms = {"convert": (t_convert - t0) * 1e3, **result.timings_ms,
+                                "publish": (t_end - t_engine) * 1e3, "processing": processing_ms}
+        self.processing_pub.publish(Float64(data=processing_ms))
+        self.latency_pub.publish(Float64(data=latency_ms))
+        self.status.frame_published(processing_ms, latency_ms)
+        self.get_logger().debug("timings [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in self.last_timings_ms.items()))
+
+    # ------------------------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        extra = {f"timing.{k}_ms": round(v, 2) for k, v in self.last_timings_ms.items()}
+        if self.sync is not None:
+            s = self.sync.stats
+            extra.update({"sync.dropped_overflow": s.dropped_overflow, "sync.dropped_stale": s.dropped_stale,
+                          "sync.emitted": s.emitted})
+        self.diag_pub.publish(self.status.to_msg(self.get_clock().now().to_msg(), f"{self.get_name()}: perception",
+                                                 self.get_fully_qualified_name(), extra))
+
+    def destroy_node(self) -> None:
+        """Stop the inference thread (waits for the frame in progress), then destroy the node."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout=60.0)
+        super().destroy_node()
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Entry point: ``args`` are the command-line arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        0 on a normal exit (Ctrl-C, external shutdown), 2 when the parameters are invalid.
+    """
+    from rclpy.executors import ExternalShutdownException
+
+    argv = [NODE_NAME, *(sys.argv[1:] if args is None else args)]
+    logging.basicConfig(level=logging.INFO)
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = L2COccNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ValueError, FileNotFoundError) as exc:
+        _log.error("l2cocc_node cannot start: %s", exc)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
