@@ -200,3 +200,18 @@ def test_state_dict_matches_manifest(cfg, width):
     assert buffers == {k for k, v in ref.items() if v["kind"] == "buffer"}
     assert torch.equal(sd["vox_coords"][2049], torch.tensor([1, 0, 1, 2049]))
     assert torch.allclose(sd["ref_3d"][2049], torch.tensor([1.5 / 128, 0.5 / 128, 1.5 / 16]))
+
+
+@pytest.mark.skipif(not (refvec_util.REFVEC / "semantickitti_l2cocc_c.json").is_file(), reason="no reference vectors")
+def test_full_size_reference_projection_counts():
+    """refvec README §4: 11 885 proposed voxels, 11 717 of them project into the image."""
+    from l2cocc_ros.core.model.voxel_proposal import VoxelProposalLayer
+
+    inp = refvec_util.camera_inputs()
+    cam = [inp[k] for k in ("rot", "tran", "intrin", "post_rot", "post_tran", "bda")]
+    occ = VoxelProposalLayer()(inp["stereo_depth"], *cam)
+    head = VoxFormerHead_Tiny(num_layers=1)
+    idx = occ.reshape(-1).nonzero().squeeze(1)
+    ref, valid = head.reference_points(head.ref_3d[idx], *cam)
+    assert idx.numel() == 11885 and int(valid.sum()) == 11717
+    assert ((ref[valid, :2] > 0) & (ref[valid, :2] < 1)).all()

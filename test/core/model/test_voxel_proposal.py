@@ -83,3 +83,19 @@ def test_state_dict_matches_manifest(cfg, width):
     assert list(sd) == list(ref) == ["image_grid"]
     assert list(sd["image_grid"].shape) == ref["image_grid"]["shape"] and ref["image_grid"]["kind"] == "buffer"
     assert sd["image_grid"][0, 0, 5, 7] == 7 and sd["image_grid"][0, 1, 5, 7] == 5
+
+
+@pytest.mark.skipif(not (refvec_util.REFVEC / "semantickitti_l2cocc_c.json").is_file(), reason="no reference vectors")
+def test_full_size_proposal_matches_reference_vectors():
+    ref = refvec_util.refvec("semantickitti_l2cocc_c")
+    rec = {(b["module"], b["output"]): b for b in ref["blocks"] if b["module"].startswith("proposal_layer")}
+    inp = refvec_util.camera_inputs()
+    cam = [inp[k] for k in ("rot", "tran", "intrin", "post_rot", "post_tran", "bda")]
+    layer = VoxelProposalLayer()
+    occ = layer(inp["stereo_depth"], *cam)
+    out = rec[("proposal_layer", ".")]
+    assert list(occ.shape) == out["shape"] and occ.sum().item() == out["sum"] == 11885
+    flat = occ.reshape(-1)
+    assert flat[torch.as_tensor(out["sample_idx"])].tolist() == out["sample_val"]
+    nz = occ[0, 0].nonzero()
+    assert nz.sum().item() == rec[("proposal_layer.voxelize", "[0]")]["sum"]  # sum of (0, x, y, z) indices
