@@ -147,7 +147,8 @@ def perspective_image(labels: np.ndarray, colors: np.ndarray, size: Tuple[int, i
         base = colors[labels.reshape(-1)[voxels]].astype(np.float32)
         fill = np.clip(base * shades[:, None], 0, 255).astype(np.uint8)
         edge = (fill.astype(np.float32) * 0.7).astype(np.uint8)
-        pix_l, fill_l, edge_l = pix[order].tolist(), fill[order].tolist(), edge[order].tolist()
+        pix_l = np.rint(pix[order]).astype(np.int32).tolist()
+        fill_l, edge_l = fill[order].tolist(), edge[order].tolist()
         for quad, f, e in zip(pix_l, fill_l, edge_l):
             draw.polygon([tuple(p) for p in quad], fill=tuple(f), outline=tuple(e))
     return np.asarray(image)
