@@ -180,15 +180,16 @@ def render_grid(labels: np.ndarray, table, *, title: Optional[str] = None, gt: O
         panel_height: height of each view in pixels.
 
     Returns:
-        RGB image. ``image.info["panels"]`` maps "prediction/bev", "prediction/3d", "ground truth/bev",
-        "ground truth/3d" and "legend" to (left, top, right, bottom) pixel boxes.
+        RGB image. ``image.info["panels"]`` maps "grid/bev", "grid/3d" (with ``gt``: "prediction/bev",
+        "prediction/3d", "ground truth/bev", "ground truth/3d") and "legend" to (left, top, right, bottom)
+        pixel boxes.
 
     Raises:
         ValueError: bad shape or dtype, a label not in the table, or ``gt`` of another shape.
     """
     colors = np.asarray(table.colors_rgb, dtype=np.uint8)
     names = list(table.names)
-    rows = [("prediction", _check(labels, colors, "labels"))]
+    rows = [("prediction" if gt is not None else "grid", _check(labels, colors, "labels"))]
     if gt is not None:
         gt = _check(gt, colors, "gt")
         if gt.shape != rows[0][1].shape:

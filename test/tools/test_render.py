@@ -102,6 +102,9 @@ def test_render_grid_layout_legend_and_ground_truth():
     assert np.all(legend == UNKNOWN_RGB, axis=-1).sum() >= 100
     alone = render_grid(pred, TABLE, title="x", panel_height=96)
     assert alone.size[0] == img.size[0] and alone.size[1] < img.size[1]
+    assert set(alone.info["panels"]) == {"grid/bev", "grid/3d", "legend"}
+    box = alone.info["panels"]["grid/bev"]
+    np.testing.assert_array_equal(np.asarray(alone)[box[1]:box[3], box[0]:box[2]], crop(panels["prediction/bev"]))
 
 
 def test_render_grid_rejects_bad_input():
