@@ -17,6 +17,22 @@ mkdir -p "$STATE"
 stamp_ok() { [ -f "$STATE/$1.stamp" ] && [ "$(cat "$STATE/$1.stamp")" = "$2" ]; }
 stamp_set() { echo "$2" > "$STATE/$1.stamp"; }
 
+# 0. what the build needs from the machine, all reported at once
+missing=()
+command -v cmake >/dev/null || missing+=("cmake")
+command -v c++ >/dev/null || command -v g++ >/dev/null || missing+=("a C++ compiler (build-essential)")
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! command -v "$PY" >/dev/null; then
+    missing+=("$PY")
+  elif ! "$PY" -c 'import sys, venv, ensurepip; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null; then
+    missing+=("Python 3.10-3.13 with venv/ensurepip (python3-venv) as \$PYTHON or python3")
+  fi
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  printf '[setup] missing: %s\n' "${missing[@]}" >&2
+  exit 1
+fi
+
 # 1. venv + Python packages
 req_hash=$(cat requirements.txt setup.py | sha256sum | cut -c1-16)
 if [ ! -x "$VENV/bin/python" ]; then
