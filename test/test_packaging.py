@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -221,3 +222,23 @@ def test_pip_wheel_contains_core_and_console_command(tmp_path):
     for required in ("l2cocc_ros/core/classes.py", "l2cocc_ros/core/grid.py", "l2cocc_ros/core/semantic-kitti.yaml",
                      "l2cocc_ros/tools/cli.py", "l2cocc_ros/ros/grid_msg.py"):
         assert required in names, required
+
+
+# Hashes that real Jazzy/Kilted systems report for upstream geometry2's tf2_msgs (`ros2 topic info -v /tf`)
+UPSTREAM_TF2_HASHES = {
+    "TFMessage": "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087",
+    "TF2Error": "RIHS01_db2485e7d6a0ec75bf087e058ee45df682acc3a621ca7780503d10aac141809a",
+}
+
+
+@pytest.mark.parametrize("name", sorted(UPSTREAM_TF2_HASHES))
+def test_tf2_msgs_in_use_is_hash_compatible_with_upstream(name):
+    """The message-only tf2_msgs (ros_fallback/, built where the distro has none) must match upstream's type hash,
+    or TF from real systems would not be received."""
+    prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    found = [p / "share" / "tf2_msgs" / "msg" / f"{name}.json" for p in prefixes]
+    found = [f for f in found if f.is_file()]
+    assert found, "no tf2_msgs type description on AMENT_PREFIX_PATH (run `make setup` / source scripts/env.sh)"
+    hashes = json.loads(found[0].read_text(encoding="utf-8"))["type_hashes"]
+    own = next(h["hash_string"] for h in hashes if h["type_name"] == f"tf2_msgs/msg/{name}")
+    assert own == UPSTREAM_TF2_HASHES[name], found[0]
