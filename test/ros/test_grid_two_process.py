@@ -34,6 +34,8 @@ CHILD = textwrap.dedent(
 
     if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
         sys.exit("child: ROS_AUTOMATIC_DISCOVERY_RANGE must be LOCALHOST")
+    if not os.path.isfile(os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")):
+        sys.exit("child: FASTDDS_DEFAULT_PROFILES_FILE must name the large-message profile")
     path, topic, lower, sec, nsec = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     labels = np.load(path)
     grid = GridSpec(lower=tuple(float(v) for v in lower.split(",")), voxel_size=0.2, dims=labels.shape)
