@@ -8,13 +8,14 @@ LayerNorms ``norm1..norm3`` on stages 1-3 (before their merging).
 from __future__ import annotations
 
 import logging
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DropPath", "WindowMSA", "ShiftWindowMSA", "SwinBlock", "PatchMerging", "PatchEmbed", "SwinTPV"]
+__all__ = ["DropPath", "WindowMSA", "ShiftWindowMSA", "SwinBlock", "PatchMerging", "PatchEmbed", "SwinTPV",
+           "convert_official_swin"]
 
 logger = logging.getLogger(__name__)
 
@@ -232,3 +233,35 @@ class SwinTPV(nn.Module):
                     x, hw = stage.downsample(x, hw)
             outs.append(res)
         return outs
+
+
+def convert_official_swin(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """Map a Microsoft Swin checkpoint (``swin_tiny_patch4_window7_224.pth``'s ``model``) onto ``SwinTPV`` keys.
+
+    As the original's loader (mmseg converter): ``layers`` -> ``stages``, ``attn.`` -> ``attn.w_msa.``,
+    ``mlp.fc1/fc2`` -> ``ffn.layers.0.0/1``, and patch-merging weights reordered from the concatenation order
+    (x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]) to the Unfold order used here. The ImageNet
+    ``patch_embed``, the final ``norm``, the classifier ``head``, ``attn_mask`` and ``relative_position_index``
+    buffers are dropped (the original never loads them: its patch embedding is the new ``patch_embed_lidar``).
+    Load the result with ``strict=False``.
+
+    Args:
+        state_dict: official keys (``layers.0.blocks.0.attn.qkv.weight`` ...).
+
+    Returns:
+        ``{SwinTPV key: tensor}``.
+    """
+    out: Dict[str, Tensor] = {}
+    for k, v in state_dict.items():
+        if not k.startswith("layers.") or k.endswith(("attn_mask", "relative_position_index")):
+            continue
+        nk = "stages." + k[len("layers."):]
+        nk = nk.replace(".attn.", ".attn.w_msa.").replace(".mlp.fc1.", ".ffn.layers.0.0.")
+        nk = nk.replace(".mlp.fc2.", ".ffn.layers.1.")
+        if ".downsample.reduction." in nk:
+            o, i = v.shape
+            v = v.reshape(o, 4, i // 4)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(o, i)
+        elif ".downsample.norm." in nk:
+            v = v.reshape(4, -1)[[0, 2, 1, 3], :].transpose(0, 1).reshape(-1)
+        out[nk] = v
+    return out

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from l2cocc_ros.core.model.swin import PatchMerging, ShiftWindowMSA, SwinTPV
+from l2cocc_ros.core.model.swin import PatchMerging, ShiftWindowMSA, SwinTPV, convert_official_swin
 from l2cocc_ros.core.model.tpv import TPVAggregator, TPVGenerator, TPVWeightedAvgPooler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -158,3 +158,28 @@ def test_state_dict_matches_manifest(cfg):
         for k, t in sd.items():
             assert list(t.shape) == ref[k]["shape"] and str(t.dtype) == "torch." + ref[k]["dtype"], k
         assert {k for k, _ in mod.named_buffers()} == {k for k, v in ref.items() if v["kind"] == "buffer"}
+
+
+def test_official_swin_checkpoint_conversion_reproduces_the_concatenation_merge():
+    torch.manual_seed(0)
+    C, O = 4, 8
+    official = {"layers.0.downsample.reduction.weight": torch.randn(O, 4 * C),
+                "layers.0.downsample.norm.weight": torch.rand(4 * C) + 0.5,
+                "layers.0.downsample.norm.bias": torch.randn(4 * C),
+                "layers.0.blocks.1.attn.qkv.weight": torch.randn(3 * C, C),
+                "layers.0.blocks.1.mlp.fc1.bias": torch.randn(4 * C),
+                "layers.0.blocks.1.attn.relative_position_index": torch.zeros(49, 49, dtype=torch.long),
+                "patch_embed.proj.weight": torch.randn(C, 3, 4, 4), "head.weight": torch.randn(10, 8 * C)}
+    conv = convert_official_swin(official)
+    assert set(conv) == {"stages.0.downsample.reduction.weight", "stages.0.downsample.norm.weight",
+                         "stages.0.downsample.norm.bias", "stages.0.blocks.1.attn.w_msa.qkv.weight",
+                         "stages.0.blocks.1.ffn.layers.0.0.bias"}
+    merge = PatchMerging(C, O)
+    merge.load_state_dict({k[len("stages.0.downsample."):]: v for k, v in conv.items() if "downsample" in k})
+    x = torch.randn(1, 6, 6, C)
+    cat = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1).view(1, 9, 4 * C)
+    ref = F.linear(F.layer_norm(cat, (4 * C,), official["layers.0.downsample.norm.weight"],
+                                official["layers.0.downsample.norm.bias"]), official["layers.0.downsample.reduction.weight"])
+    with torch.no_grad():
+        got, hw = merge(x.view(1, 36, C), (6, 6))
+    assert hw == (3, 3) and torch.allclose(got, ref, atol=1e-5)
