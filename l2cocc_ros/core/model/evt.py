@@ -12,7 +12,6 @@ import math
 from typing import Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .geometry import PC_RANGE, cam_params, lidar_to_image
@@ -83,7 +82,8 @@ class MSDeformableAttention3D_DFA3D(nn.Module):
         super().__init__()
         if embed_dims % num_heads:
             raise ValueError(f"embed_dims {embed_dims} not divisible by num_heads {num_heads}")
-        self.embed_dims, self.num_heads, self.num_levels, self.num_points = embed_dims, num_heads, num_levels, num_points
+        self.embed_dims, self.num_heads = embed_dims, num_heads
+        self.num_levels, self.num_points = num_levels, num_points
         self.sampling_offsets = nn.Linear(embed_dims, num_heads * num_levels * num_points * 2)
         self.attention_weights = nn.Linear(embed_dims, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(embed_dims, embed_dims)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from typing import Dict, List, Sequence, Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -91,7 +90,15 @@ class TPVAggregator(nn.Module):
         self.combine_coeff = nn.Conv3d(embed_dims, 4, kernel_size=1, bias=False)
 
     def forward(self, tpv: Sequence[Tensor], x3d: Tensor) -> Tuple[Tensor, Tensor]:
-        """tpv: three broadcastable planes; x3d (1, C, X, Y, Z). Returns (Fagg (1, C, X, Y, Z), logits (1, 4, X, Y, Z))."""
+        """Fuse the three broadcastable planes with the volume.
+
+        Args:
+            tpv: [Txy (1, C, X, Y, 1), Tyz (1, C, 1, Y, Z), Tzx (1, C, X, 1, Z)].
+            x3d: (1, C, X, Y, Z).
+
+        Returns:
+            Fagg (1, C, X, Y, Z) and the raw fusion logits (1, 4, X, Y, Z).
+        """
         feats = [*tpv, x3d]
         s = feats[0] + feats[1]
         for f in feats[2:]:

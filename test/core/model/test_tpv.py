@@ -178,8 +178,9 @@ def test_official_swin_checkpoint_conversion_reproduces_the_concatenation_merge(
     merge.load_state_dict({k[len("stages.0.downsample."):]: v for k, v in conv.items() if "downsample" in k})
     x = torch.randn(1, 6, 6, C)
     cat = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1).view(1, 9, 4 * C)
-    ref = F.linear(F.layer_norm(cat, (4 * C,), official["layers.0.downsample.norm.weight"],
-                                official["layers.0.downsample.norm.bias"]), official["layers.0.downsample.reduction.weight"])
+    normed = F.layer_norm(cat, (4 * C,), official["layers.0.downsample.norm.weight"],
+                          official["layers.0.downsample.norm.bias"])
+    ref = F.linear(normed, official["layers.0.downsample.reduction.weight"])
     with torch.no_grad():
         got, hw = merge(x.view(1, 36, C), (6, 6))
     assert hw == (3, 3) and torch.allclose(got, ref, atol=1e-5)
