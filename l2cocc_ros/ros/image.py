@@ -71,7 +71,8 @@ def image_to_numpy(msg: Image) -> np.ndarray:
         raise ValueError(f"Image.step {step} < width * channels * bytes ({row}) for {msg.encoding}")
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     if buf.size < step * (h - 1) + row:
-        raise ValueError(f"Image.data has {buf.size} bytes, expected at least {step * (h - 1) + row} ({h} rows of step {step})")
+        need = step * (h - 1) + row
+        raise ValueError(f"Image.data has {buf.size} bytes, expected at least {need} ({h} rows of step {step})")
     rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1))
     order = ">" if msg.is_bigendian else "<"
     arr = np.ascontiguousarray(rows).view(dtype.newbyteorder(order) if dtype.itemsize > 1 else dtype)

@@ -65,7 +65,8 @@ class MarkerOptions:
         if len(self.crop_min) != 3 or len(self.crop_max) != 3:
             raise ValueError(f"crop_min/crop_max must have 3 values, got {self.crop_min}, {self.crop_max}")
         if any(not lo < hi for lo, hi in zip(self.crop_min, self.crop_max)):
-            raise ValueError(f"crop_min {tuple(self.crop_min)} must be below crop_max {tuple(self.crop_max)} on every axis")
+            raise ValueError(f"crop_min {tuple(self.crop_min)} must be below crop_max {tuple(self.crop_max)} "
+                             "on every axis")
         if self.downsample not in (1, 2):
             raise ValueError(f"downsample must be 1 or 2, got {self.downsample}")
         if not 0.0 <= self.alpha <= 1.0:

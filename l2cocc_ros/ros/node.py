@@ -192,7 +192,8 @@ class L2COccNode(Node):
             except ValueError as exc:
                 raise _Rejected("encoding", str(exc)) from None
             if left_rgb.shape != right_rgb.shape:
-                raise _Rejected("size_mismatch", f"left image {left_rgb.shape[:2]} != right image {right_rgb.shape[:2]}")
+                raise _Rejected("size_mismatch",
+                                f"left image {left_rgb.shape[:2]} != right image {right_rgb.shape[:2]}")
             try:
                 p_left, p_right, _ = stereo_calibration(left_info, right_info, left_size=left_rgb.shape[:2])
             except ValueError as exc:
@@ -207,8 +208,9 @@ class L2COccNode(Node):
             if len(pts) == 0:
                 raise _Rejected("pointcloud", f"no finite point ({n_bad} NaN/inf of {cloud.width * cloud.height})")
             t_grid_cloud = self._lookup(cloud.header.frame_id, stamp_ns)
+            rot, tran = t_grid_cloud[:3, :3].astype(np.float32), t_grid_cloud[:3, 3].astype(np.float32)
             points = pts.copy()
-            points[:, :3] = pts[:, :3] @ t_grid_cloud[:3, :3].T.astype(np.float32) + t_grid_cloud[:3, 3].astype(np.float32)
+            points[:, :3] = pts[:, :3] @ rot.T + tran  # cloud frame -> grid frame
         t_convert = time.perf_counter()
         result = self.engine.infer(left_rgb, right_rgb, p_left, p_right, t_grid_cam, points=points)
         t_engine = time.perf_counter()

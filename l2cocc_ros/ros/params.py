@@ -72,7 +72,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
     _S("grid_frame", "string", "TF frame of the output grid (the LiDAR frame of the SemanticKITTI grid)"),
     _S("variant", "string", "model variant: c (camera), d (distilled camera), l (LiDAR)", choices=("c", "d", "l")),
     _S("preset", "string", "model preset the checkpoint was trained with, e.g. semantickitti_l2cocc_d"),
-    _S("checkpoint", "string", "path of the model weights (l2cocc_ros checkpoint); empty only with allow_random_weights"),
+    _S("checkpoint", "string",
+       "path of the model weights (l2cocc_ros checkpoint); empty only with allow_random_weights"),
     _S("allow_random_weights", "bool", "run a randomly initialised model when checkpoint is empty (tests only)",
        default=False),
     _S("device", "string", "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N"),
@@ -182,7 +183,8 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     for spec in PARAMS:
         value = values.get(spec.name, spec.default)
         if value is REQUIRED or value is None:
-            problems.append(f"{spec.name}: required parameter is not set (config/{spec.file.replace('node', 'l2cocc_node')}.param.yaml)")
+            where = "config/l2cocc_node.param.yaml" if spec.file == "node" else "config/common.param.yaml"
+            problems.append(f"{spec.name}: required parameter is not set ({where})")
             continue
         err = _check_value(spec, value)
         if err:

@@ -139,7 +139,8 @@ class TransformBuffer:
     def set_transform_msg(self, ts, *, static: bool) -> None:
         """Store a geometry_msgs/TransformStamped."""
         stamp = int(ts.header.stamp.sec) * 1_000_000_000 + int(ts.header.stamp.nanosec)
-        self.set_transform(ts.header.frame_id, ts.child_frame_id, stamp, matrix_from_transform_msg(ts.transform), static=static)
+        self.set_transform(ts.header.frame_id, ts.child_frame_id, stamp, matrix_from_transform_msg(ts.transform),
+                           static=static)
 
     def clear_dynamic(self) -> None:
         """Forget the dynamic history (after a jump back in time); static links stay."""
@@ -233,18 +234,20 @@ class TransformListener:
 
     def __init__(self, buffer: TransformBuffer, node, *, callback_group=None) -> None:
         from rclpy.callback_groups import ReentrantCallbackGroup
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import QoSProfile
         from tf2_msgs.msg import TFMessage
+
+        from l2cocc_ros.ros.qos import TF_QOS, TF_STATIC_QOS
 
         self.buffer = buffer
         group = callback_group or ReentrantCallbackGroup()
-        dyn = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-        static = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        # the reader keeps 100 samples, as tf2_ros's listener: several static broadcasters may each latch one
+        static = QoSProfile(history=TF_STATIC_QOS.history, depth=100, reliability=TF_STATIC_QOS.reliability,
+                            durability=TF_STATIC_QOS.durability)
         self.subscriptions = [
-            node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), dyn, callback_group=group),
-            node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static, callback_group=group),
+            node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS, callback_group=group),
+            node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static,
+                                     callback_group=group),
         ]
 
     def _on_tf(self, msg, static: bool) -> None:
@@ -287,7 +290,8 @@ class TfLookup:
         from rclpy.time import Time
 
         try:  # pragma: no cover
-            ts = self.buffer.lookup_transform(target, source, Time(nanoseconds=stamp_ns), timeout=Duration(seconds=timeout))
+            ts = self.buffer.lookup_transform(target, source, Time(nanoseconds=stamp_ns),
+                                              timeout=Duration(seconds=timeout))
         except (_tf2_ros.LookupException, _tf2_ros.ConnectivityException, _tf2_ros.ExtrapolationException,
                 _tf2_ros.InvalidArgumentException) as exc:  # pragma: no cover
             raise TransformUnavailable(str(exc)) from exc

@@ -6,7 +6,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
