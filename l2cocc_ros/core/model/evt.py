@@ -23,7 +23,8 @@ __all__ = ["dfa3d_sample", "MSDeformableAttention3D_DFA3D", "DeformCrossAttentio
 logger = logging.getLogger(__name__)
 
 
-def dfa3d_sample(value: Tensor, depth: Tensor, loc: Tensor, attn: Tensor, hw: Tuple[int, int]) -> Tensor:
+def dfa3d_sample(value: Tensor, depth: Tensor, loc: Tensor, attn: Tensor, hw: Tuple[int, int],
+                 chunk: int = 16384) -> Tensor:
     """Depth-weighted deformable sampling (DFA3D, one level, one camera).
 
     Args:
@@ -32,10 +33,14 @@ def dfa3d_sample(value: Tensor, depth: Tensor, loc: Tensor, attn: Tensor, hw: Tu
         loc: (Q, M, K, 3) normalised sampling locations (u/W, v/H, d-bin coordinate / D) in [0, 1].
         attn: (Q, M, K) attention weights (softmaxed over K).
         hw: (H, W) of the feature map.
+        chunk: queries per block (bounds the (chunk, M, K, Cm) gather buffers).
 
     Returns:
         (Q, M * Cm): sum_k attn * sum_corners bilinear(u, v) * lerp_depth(P) * value, zero outside the map.
     """
+    if loc.shape[0] > chunk:
+        return torch.cat([dfa3d_sample(value, depth, loc[i:i + chunk], attn[i:i + chunk], hw, chunk)
+                          for i in range(0, loc.shape[0], chunk)], 0)
     H, W = hw
     HW, M, Cm = value.shape
     D = depth.shape[1]
@@ -64,7 +69,7 @@ def dfa3d_sample(value: Tensor, depth: Tensor, loc: Tensor, attn: Tensor, hw: Tu
                 sigma = sigma + wz * d_flat[di] * zin
             w = attn * wy * wx * sigma * inside  # (Q, M, K)
             vals = v_flat[tok * M + head]  # (Q, M, K, Cm)
-            out = out + (w.unsqueeze(-1) * vals).sum(2)
+            out = out + torch.einsum("qmk,qmkc->qmc", w, vals)
     return out.reshape(Q, M * Cm)
 
 

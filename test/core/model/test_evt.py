@@ -215,3 +215,8 @@ def test_full_size_reference_projection_counts():
     ref, valid = head.reference_points(head.ref_3d[idx], *cam)
     assert idx.numel() == 11885 and int(valid.sum()) == 11717
     assert ((ref[valid, :2] > 0) & (ref[valid, :2] < 1)).all()
+
+
+def test_dfa3d_query_chunking_is_exact():
+    value, depth, loc, attn, hw = random_case(seed=5, Q=9)
+    assert torch.equal(dfa3d_sample(value, depth, loc, attn, hw, chunk=4), dfa3d_sample(value, depth, loc, attn, hw))
