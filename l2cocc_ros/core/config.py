@@ -27,6 +27,7 @@ __all__ = [
     "LidarEncoderConfig", "VoxelBackboneConfig", "VoxelNeckConfig", "TPVConfig", "HeadConfig",
     "ModelConfig", "LossConfig", "TrainConfig", "ExperimentConfig",
     "get_preset", "preset_names", "to_dict", "from_dict", "with_overrides", "load_config", "dump_config",
+    "model_config_from_params", "load_model_params",
 ]
 
 VARIANTS = ("c", "l", "d")
@@ -50,7 +51,7 @@ class ImageNeckConfig:
 
     in_channels: Tuple[int, ...] = (48, 80, 224, 640, 2560)
     out_channels: Tuple[int, ...] = (128, 128, 128, 128, 128)
-    upsample_strides: Tuple[float, ...] = (0.5, 1, 2, 4, 4)
+    upsample_strides: Tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if len(value) != len(args):
             raise ValueError(f"config field {where!r} needs {len(args)} values, got {len(value)}")
         return tuple(_convert(a, v, where) for a, v in zip(args, value))
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config field {where!r} must be a number, got {value!r}")
         return float(value)
     if tp in (int, str, bool) and not (isinstance(value, tp) and (tp is bool or not isinstance(value, bool))):
         raise ValueError(f"config field {where!r} must be {tp.__name__}, got {value!r}")
@@ -404,3 +407,40 @@ def load_config(path: Union[str, Path]) -> ExperimentConfig:
 def dump_config(cfg: ExperimentConfig, path: Union[str, Path]) -> None:
     """Write ``cfg`` as YAML (readable by :func:`load_config`)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def model_config_from_params(params: Mapping[str, Any]) -> ModelConfig:
+    """A ModelConfig from ROS-style parameters: the nested ``model`` mapping, or dotted names as rclpy
+    reports them (``{"model.image_backbone.arch": "b7", ...}``). Fields left out keep the defaults.
+
+    Raises:
+        ValueError: unknown or mistyped field (named).
+    """
+    nested: Dict[str, Any] = {}
+    for key, value in params.items():
+        parts = key.split(".")
+        node = nested
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    model = nested.get("model", nested)
+    if not isinstance(model, Mapping):
+        raise ValueError("parameters must hold a 'model' mapping")
+    return from_dict(ModelConfig, model)
+
+
+def load_model_params(path: Union[str, Path]) -> ModelConfig:
+    """The model section of a ``config/<preset>.param.yaml`` file (``/**: ros__parameters: model: ...``).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: no model section, or a bad field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"parameter file not found: {path}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for section in data.values() if isinstance(data, dict) else ():
+        params = (section or {}).get("ros__parameters", {}) if isinstance(section, dict) else {}
+        if "model" in params:
+            return model_config_from_params({"model": params["model"]})
+    raise ValueError(f"{path} has no '<node>: ros__parameters: model:' section")
