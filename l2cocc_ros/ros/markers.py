@@ -89,11 +89,11 @@ def downsample_labels(labels: np.ndarray, factor: int, num_classes: int) -> np.n
     f = factor
     blocks = labels.reshape(x // f, f, y // f, f, z // f, f).transpose(0, 2, 4, 1, 3, 5).reshape(-1, f ** 3)
     valid = (blocks != EMPTY) & (blocks != IGNORE) & (blocks < num_classes)
-    rows, cols = np.nonzero(valid)
-    counts = np.bincount(rows * num_classes + blocks[rows, cols], minlength=blocks.shape[0] * num_classes)
-    counts = counts.reshape(blocks.shape[0], num_classes)
-    out = counts.argmax(axis=1).astype(np.uint8)
-    out[counts.max(axis=1) == 0] = EMPTY
+    busy = np.flatnonzero(valid.any(axis=1))  # only blocks holding something are counted
+    rows, cols = np.nonzero(valid[busy])
+    counts = np.bincount(rows * num_classes + blocks[busy][rows, cols], minlength=busy.size * num_classes)
+    out = np.full(blocks.shape[0], EMPTY, dtype=np.uint8)
+    out[busy] = counts.reshape(busy.size, num_classes).argmax(axis=1)
     return out.reshape(x // f, y // f, z // f)
 
 
