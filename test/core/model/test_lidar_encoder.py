@@ -76,7 +76,7 @@ def test_state_dict_matches_manifest(cfg):
 
 
 def test_tiny_lidar_chain_forward_backward_with_x4_upsampling():
-    """A TINY -L composition: 32x32x4 internal grid (coarse_ratio 8 of 256x256x32), 16 channels, small Swin."""
+    """A TINY -L composition: 32x32x4 internal grid (coarse_ratio 8), 16 channels, small Swin, x4 head."""
     from l2cocc_ros.core.model.occ_head import OccHead
     from l2cocc_ros.core.model.tpv import TPVAggregator, TPVGenerator
     from l2cocc_ros.core.model.voxel_backbone import CustomResNet3D, GeneralizedLSSFPN
@@ -91,12 +91,12 @@ def test_tiny_lidar_chain_forward_backward_with_x4_upsampling():
     neck = GeneralizedLSSFPN(in_channels=(16, 16, 16), out_channels=16, dims=3, gn_groups=4)
     gen = TPVGenerator(embed_dims=16, swin_embed_dims=8, swin_depths=(1, 1, 2, 1), swin_num_heads=(1, 1, 2, 2))
     agg = TPVAggregator(embed_dims=16)
-    head = OccHead(in_channels=16, num_classes=20, out_size=(256, 256, 32), gn_groups=4)
+    head = OccHead(in_channels=16, num_classes=20, out_size=(128, 128, 16), gn_groups=4)
     f3d = neck(bb(enc(feats, ind)))[0]
     tpv, _ = gen(f3d)
     fagg, w = agg(tpv, f3d)
     logits = head(fagg)
-    assert logits.shape == (1, 20, 256, 256, 32) and w.shape == (1, 4, 32, 32, 4)
+    assert logits.shape == (1, 20, 128, 128, 16) and w.shape == (1, 4, 32, 32, 4)
     logits.logsumexp(1).mean().backward()
     for mod in (enc, bb, neck, gen, agg, head):
         for name, p in mod.named_parameters():

@@ -65,7 +65,7 @@ def test_patch_merging_uses_unfold_channel_order():
 
 
 def test_stage_shapes_for_full_size_planes_with_tiny_dims():
-    swin = SwinTPV(in_channels=4, embed_dims=4, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2)).eval()
+    swin = SwinTPV(in_channels=4, embed_dims=4, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2)).eval()
     planes = [torch.randn(1, 4, 128, 128), torch.randn(1, 4, 128, 16), torch.randn(1, 4, 128, 16)]
     with torch.no_grad():
         outs = swin(planes)
