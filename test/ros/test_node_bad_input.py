@@ -164,3 +164,21 @@ def test_bad_point_clouds_for_the_lidar_variant():
         assert g.node.status.rejected["pointcloud"] == 3
     finally:
         g.close()
+
+
+def test_configured_fallback_transform_replaces_a_missing_tf():
+    from node_helpers import T_VELO_FROM_CAM
+    from l2cocc_ros.core.transforms import quaternion_from_matrix
+
+    g = Graph(tf__use_fallback=True, tf__fallback_translation=[float(v) for v in T_VELO_FROM_CAM[:3, 3]],
+              tf__fallback_rotation=list(quaternion_from_matrix(T_VELO_FROM_CAM[:3, :3])))
+    try:
+        frame = make_frame(stamp_of(3.0), frame_id="camera_without_tf")
+        g.send(frame.msgs, None)
+        snap = g.node.status.snapshot()
+        assert snap["tf"] == "ok" and snap["tf_detail"].startswith("fallback transform") and snap["rejected.tf"] == 0
+        expected = g.node.engine.infer(frame.left, frame.right, frame.msgs[1].p.reshape(3, 4),
+                                       frame.msgs[3].p.reshape(3, 4), g.node.config.tf_fallback)
+        np.testing.assert_array_equal(msg_to_grid(g.grids[-1]).labels, expected.labels)
+    finally:
+        g.close()
