@@ -27,14 +27,17 @@ from l2cocc_ros.core.classes import ClassTable, class_table, semantic_kitti
 from l2cocc_ros.core.data import kitti_io
 from l2cocc_ros.core.data.labels import ssc_target_from_raw
 from l2cocc_ros.core.metrics import SSCMetrics
-from l2cocc_ros.tools.score import prediction_path
-
-__all__ = ["gt_frames", "load_ground_truth", "write_prediction", "read_prediction", "score_predictions",
+__all__ = ["prediction_path", "gt_frames", "load_ground_truth", "write_prediction", "read_prediction", "score_predictions",
            "evaluate_model", "results_dict", "main"]
 
 logger = logging.getLogger(__name__)
 
 DIMS = (256, 256, 32)
+
+
+def prediction_path(out: Path, sequence: str, frame: int) -> Path:
+    """Where the official layout keeps the prediction of a frame: ``out/sequences/<seq>/predictions/<id>.label``."""
+    return Path(out) / "sequences" / sequence / "predictions" / f"{int(frame):06d}.label"
 
 
 def _seq(s: str) -> str:

@@ -27,11 +27,11 @@ import numpy as np
 
 from l2cocc_ros.core.classes import ClassTable, semantic_kitti
 from l2cocc_ros.core.data import kitti_io
-from l2cocc_ros.core.data.labels import ssc_target_from_raw
 from l2cocc_ros.core.metrics import SSCMetrics
+from l2cocc_ros.tools.evaluate import load_ground_truth, write_prediction
 from l2cocc_ros.tools.kitti2bag import DEFAULT_START_S, BagNames, frame_stamp_ns
 
-__all__ = ["FrameScore", "Scorer", "cdr_header_stamp_ns", "prediction_path", "main"]
+__all__ = ["FrameScore", "Scorer", "cdr_header_stamp_ns", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,6 @@ def cdr_header_stamp_ns(raw: bytes) -> int:
     endian = "<" if raw[1] == 1 else ">"
     sec, nsec = struct.unpack_from(endian + "iI", raw, 4)
     return sec * 1_000_000_000 + nsec
-
-
-def prediction_path(out: Path, sequence: str, frame: int) -> Path:
-    """Where the official layout keeps the prediction of a frame."""
-    return Path(out) / "sequences" / sequence / "predictions" / f"{frame:06d}.label"
 
 
 @dataclass
@@ -114,15 +109,12 @@ class Scorer:
             logger.warning("grid with stamp %d ns matches no frame of sequence %s", stamp_ns, self.sequence)
             return None
         pred = np.where(labels == 255, 0, labels).astype(np.uint8)  # unknown -> empty, as in the .label file
-        kitti_io.write_voxel_labels(prediction_path(self.out, self.sequence, frame), self.table.to_raw_ids(pred))
+        write_prediction(self.out, self.sequence, frame, pred, self.table)
         with self._lock:
             arrived = self._image_arrival.pop(int(stamp_ns), None)
         score = FrameScore(frame, int(stamp_ns), None if arrived is None else 1000.0 * (t - arrived), False)
-        label_file = self._voxels / f"{frame:06d}.label"
-        if label_file.is_file():
-            invalid_file = label_file.with_suffix(".invalid")
-            invalid = kitti_io.read_voxel_bits(invalid_file) if invalid_file.is_file() else None
-            target = ssc_target_from_raw(kitti_io.read_voxel_labels(label_file), invalid, self.table)
+        if (self._voxels / f"{frame:06d}.label").is_file():
+            target = load_ground_truth(self.dataset, self.sequence, f"{frame:06d}", self.table)
             self.metrics.update(pred, target)
             s = self.metrics.compute()
             score.scored, score.iou, score.miou = True, float(s["iou"]), float(s["miou"])
