@@ -29,10 +29,30 @@ def engine():
                                        stereo_backend=SGBMStereo(num_disparities=32, block_size=5))
 
 
+def spy_on(model):
+    """Record the inputs and logits of the model's next forward (it still runs for real)."""
+    seen = {}
+    real = model.forward
+
+    def forward(inputs):
+        out = real(inputs)
+        seen.update(inputs=dict(inputs), logits=out["logits"].detach().clone())
+        return out
+
+    model.forward = forward
+    return seen
+
+
 @pytest.fixture(scope="module")
 def first(engine):
     left, right = stereo_pair()
-    return engine.infer(left, right, P2, P3, T_GRID_FROM_CAM)
+    seen = spy_on(engine.model)
+    try:
+        res = engine.infer(left, right, P2, P3, T_GRID_FROM_CAM)
+    finally:
+        del engine.model.forward
+    res.seen = seen
+    return res
 
 
 def test_labels_equal_the_models_argmax_on_the_same_inputs(engine, first):
@@ -47,8 +67,10 @@ def test_labels_equal_the_models_argmax_on_the_same_inputs(engine, first):
     valid = depth[:, 40:] > 0
     assert valid.mean() > 0.9 and np.median(depth[:, 40:][valid]) == pytest.approx(FX * BASELINE / SHIFT, rel=0.05)
     inputs, _ = build_camera_inputs(left, P2, engine.cfg.image_size, stereo_depth=depth, T_grid_from_cam=T_GRID_FROM_CAM)
-    with torch.no_grad():
-        expected = engine.model(inputs)["logits"][0].argmax(0).to(torch.uint8).numpy()
+    assert set(res.seen["inputs"]) == set(inputs)
+    for key, value in inputs.items():  # the model saw exactly these tensors
+        torch.testing.assert_close(res.seen["inputs"][key], value, rtol=0, atol=0)
+    expected = res.seen["logits"][0].argmax(0).to(torch.uint8).numpy()
     np.testing.assert_array_equal(res.labels, expected)
     assert len(np.unique(expected)) > 1
 
@@ -91,10 +113,10 @@ def test_lidar_variant_uses_points():
     pts = np.column_stack([rng.uniform(0, 50, 4000), rng.uniform(-25, 25, 4000), rng.uniform(-2, 4, 4000),
                            rng.uniform(0, 1, 4000)]).astype(np.float32)
     pts[:5] = np.nan  # non-finite points are dropped, not fatal
+    seen = spy_on(eng.model)
     res = eng.infer(None, None, None, None, None, points=pts)
-    with torch.no_grad():
-        expected = eng.model({"points": torch.from_numpy(pts[5:])})["logits"][0].argmax(0).to(torch.uint8).numpy()
-    np.testing.assert_array_equal(res.labels, expected)
+    np.testing.assert_array_equal(seen["inputs"]["points"].numpy(), pts[5:])  # finite points only
+    np.testing.assert_array_equal(res.labels, seen["logits"][0].argmax(0).to(torch.uint8).numpy())
     with pytest.raises(ValueError, match="points are required"):
         eng.infer(None, None, None, None, None)
     with pytest.raises(ValueError, match="no finite point"):
