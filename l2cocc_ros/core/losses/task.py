@@ -109,15 +109,21 @@ def sem_scal_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
     not_c = n_total - count                                                            # sum [y!=c]
     spec_num = not_c - (sum_p - hit)                                                   # sum (1-p_c)[y!=c]
     loss = logits.sum() * 0.0
-    present = [c for c in range(n_cls) if float(count[c]) > 0]
-    for c in present:
+    present = (count > 0).tolist()                 # one host sync for all the branch conditions
+    has_p = (sum_p.detach() > 0).tolist()
+    has_not = (not_c > 0).tolist()
+    n_present = 0
+    for c in range(n_cls):
+        if not present[c]:
+            continue
+        n_present += 1
         term = _bce_to_one(hit[c] / count[c])  # recall (denominator > 0 because present)
-        if float(sum_p[c]) > 0:
+        if has_p[c]:
             term = term + _bce_to_one(hit[c] / sum_p[c])
-        if float(not_c[c]) > 0:
+        if has_not[c]:
             term = term + _bce_to_one((spec_num[c] / not_c[c]).clamp(0.0, 1.0))
         loss = loss + term
-    return loss / len(present)
+    return loss / n_present
 
 
 def geo_scal_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE,

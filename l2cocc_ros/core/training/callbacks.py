@@ -56,7 +56,7 @@ class ExportCheckpoints(Callback):
     def on_train_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
         # the final state also as last.ckpt (the periodic one may be a few steps older); every rank calls
         # save_checkpoint, rank 0 writes
-        trainer.save_checkpoint(self.out_dir / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(self.out_dir / "checkpoints" / "last.ckpt", weights_only=False)
         if trainer.is_global_zero:
             self._export(trainer, pl_module, "last.pt")
 

@@ -114,8 +114,6 @@ class L2COccSystem(L.LightningModule):
         return losses
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        if self.cfg.model.variant == "d" and self.cfg.model.teacher_mode == "eval":
-            self.model.teacher.eval()
         out = self.model(batch["inputs"])
         losses = self.compute_losses(batch, out)
         loss = torch.stack(list(losses.values())).sum()
