@@ -125,24 +125,39 @@ class InferenceEngine:
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], preset: Optional[str] = None, device: str = "cpu",
                         **kwargs) -> "InferenceEngine":
-        """Build the model stored in one of our checkpoints (``core.checkpoint``) and wrap it.
+        """Load a checkpoint and wrap its model.
+
+        Our checkpoints (``core.checkpoint.save_checkpoint``) carry their config; the authors' released
+        Lightning ``.ckpt`` files and plain state_dicts do not, so ``preset`` names the model to build for them
+        (loaded strictly, ``model.`` prefix stripped, ``teacher.*`` dropped for -C).
 
         Args:
-            path: checkpoint file (loaded with ``weights_only=True``, strict).
-            preset: if given, the checkpoint's stored config must be this preset (guards against a
-                checkpoint of another variant/dataset than configured).
+            path: checkpoint file (read with ``weights_only=True``).
+            preset: the configured preset; required for released/plain files, and for ours it must equal the
+                stored preset (guards against weights of another variant or dataset).
             device: see the class.
             **kwargs: the other constructor arguments.
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: not a valid checkpoint, or its preset differs from ``preset``.
+            ValueError: not a loadable checkpoint (``CheckpointError``), weights that do not fit, or a preset
+                that differs from the stored one.
         """
-        from l2cocc_ros.core.checkpoint import load_checkpoint
+        from l2cocc_ros.core.checkpoint import load_checkpoint, load_released, read_state_dict
+        from l2cocc_ros.core.model.l2cocc import build_model
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
+        _, kind, _ = read_state_dict(path)
+        if kind != "ours":
+            if preset is None:
+                raise ValueError(f"checkpoint {path} is a {kind} state_dict without a config: give its preset")
+            mcfg = get_preset(preset).model
+            model = build_model(mcfg)
+            load_released(path, model)
+            logger.info("loaded %s (%s weights) into %s", path, kind, preset)
+            return cls(model, mcfg, device=device, **kwargs)
         loaded = load_checkpoint(path)
         stored = loaded.meta.get("preset")
         if preset is not None and stored is not None and stored != preset:

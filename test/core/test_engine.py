@@ -89,6 +89,14 @@ def test_confidence_and_checkpoint_round_trip(engine, first, tmp_path):
     assert 1.0 / 20 - 1e-6 <= b.confidence.min() and b.confidence.max() <= 1.0
     with pytest.raises(ValueError, match="holds preset 'tiny_l2cocc_c'"):
         InferenceEngine.from_checkpoint(path, preset="tiny_l2cocc_d")
+    # the authors' Lightning layout ({'state_dict': {'model.' + key: tensor}}) needs the preset to build the model
+    released = tmp_path / "released.ckpt"
+    torch.save({"state_dict": {"model." + k: v for k, v in engine.model.state_dict().items()}}, released)
+    other = InferenceEngine.from_checkpoint(released, preset="tiny_l2cocc_c")
+    theirs, ours = other.model.state_dict(), engine.model.state_dict()
+    assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in ours)
+    with pytest.raises(ValueError, match="without a config: give its preset"):
+        InferenceEngine.from_checkpoint(released)
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         InferenceEngine.from_checkpoint(tmp_path / "missing.ckpt")
 
