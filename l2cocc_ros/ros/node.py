@@ -85,6 +85,7 @@ class L2COccNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.processing_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
         self.latency_pub = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", OUTPUT_QOS)
+        self.cyclic_pub = self.create_publisher(Float64, "~/debug/cyclic_time_ms", OUTPUT_QOS)
         self.markers = MarkerEncoder(self.engine.cfg.grid, self.table, MarkerOptions(
             crop_min=cfg.markers_crop_min, crop_max=cfg.markers_crop_max, downsample=cfg.markers_downsample,
             alpha=cfg.markers_alpha))
@@ -100,6 +101,7 @@ class L2COccNode(Node):
         self._stopping = False
         self._last_stamp_ns: Optional[int] = None
         self._last_marker_t = -np.inf
+        self._last_publish_t: Optional[float] = None
         self.last_timings_ms: dict = {}
         self._worker = threading.Thread(target=self._run, name="l2cocc_inference", daemon=True)
         self._worker.start()
@@ -232,6 +234,9 @@ class L2COccNode(Node):
                                 "publish": (t_end - t_engine) * 1e3, "processing": processing_ms}
         self.processing_pub.publish(Float64(data=processing_ms))
         self.latency_pub.publish(Float64(data=latency_ms))
+        if self._last_publish_t is not None:  # time between two published grids
+            self.cyclic_pub.publish(Float64(data=(t_end - self._last_publish_t) * 1e3))
+        self._last_publish_t = t_end
         self.status.frame_published(processing_ms, latency_ms)
         self.get_logger().debug("timings [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in self.last_timings_ms.items()))
 

@@ -53,12 +53,13 @@ def spin_until(ex, cond, timeout):
 
 def test_grid_equals_engine_output_and_markers_match(graph):
     ctx, node, feeder, ex = graph
-    got = {"grid": [], "markers": [], "diag": [], "proc": [], "lat": []}
+    got = {"grid": [], "markers": [], "diag": [], "proc": [], "lat": [], "cyc": []}
     feeder.create_subscription(SemanticVoxelGrid, "/l2cocc_node/output/semantic_grid", got["grid"].append, OUTPUT_QOS)
     feeder.create_subscription(MarkerArray, "/l2cocc_node/output/markers", got["markers"].append, OUTPUT_QOS)
     feeder.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 10)
     feeder.create_subscription(Float64, "/l2cocc_node/debug/processing_time_ms", got["proc"].append, OUTPUT_QOS)
     feeder.create_subscription(Float64, "/l2cocc_node/debug/pipeline_latency_ms", got["lat"].append, OUTPUT_QOS)
+    feeder.create_subscription(Float64, "/l2cocc_node/debug/cyclic_time_ms", got["cyc"].append, OUTPUT_QOS)
     feeder.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS).publish(static_tf())
     pubs = [feeder.create_publisher(t, topic, 5) for t, topic in zip(TYPES, TOPICS)]
     spin_until(ex, lambda: node.tf.buffer.can_transform("velodyne", "camera_color_left"), 5.0)
@@ -68,7 +69,7 @@ def test_grid_equals_engine_output_and_markers_match(graph):
         for pub, msg in zip(pubs, frame.msgs):
             pub.publish(msg)
         assert spin_until(ex, lambda: len(got["grid"]) > i, 90.0), node.status.snapshot()
-    assert spin_until(ex, lambda: len(got["markers"]) == 2 and len(got["lat"]) == 2 and got["diag"], 10.0)
+    assert spin_until(ex, lambda: len(got["markers"]) == 2 and len(got["lat"]) == 2 and got["diag"] and got["cyc"], 10.0)
 
     t_grid_cam = node.tf.lookup("velodyne", "camera_color_left", 0, 0.0)
     for frame, grid_msg, markers in zip(frames, got["grid"], got["markers"]):
@@ -89,6 +90,7 @@ def test_grid_equals_engine_output_and_markers_match(graph):
     snap = node.status.snapshot()
     assert snap["frames_processed"] == 2 and snap["rejected_total"] == 0 and snap["tf"] == "ok"
     assert all(m.data > 0 for m in got["proc"]) and all(m.data > 0 for m in got["lat"])
+    assert len(got["cyc"]) == 1 and got["cyc"][0].data >= got["proc"][1].data * 0.5  # one interval between 2 grids
     status = got["diag"][-1].status[0]
     values = {kv.key: kv.value for kv in status.values}
     assert int(values["frames_in"]) >= 1 and status.hardware_id == "/l2cocc_node"
