@@ -134,3 +134,34 @@ def test_kill_mid_run_then_resume_continues_from_last_checkpoint(synth_root, tmp
     assert rec.start_step == saved_step
     assert trainer.global_step == 5 and len(rec.losses) == 5 - saved_step
     assert torch.load(last, weights_only=True)["global_step"] == 5
+
+
+def test_distill_system_loads_the_teacher_and_freezes_it(tmp_path):
+    from l2cocc_ros.core.checkpoint import save_checkpoint
+    from l2cocc_ros.core.model.l2cocc import build_model
+
+    torch.manual_seed(1)
+    l_cfg = get_preset("tiny_l2cocc_l")
+    teacher = build_model(l_cfg.model)
+    save_checkpoint(tmp_path / "l.pt", teacher, l_cfg)
+    system = L2COccSystem(get_preset("tiny_l2cocc_d"), teacher_ckpt=str(tmp_path / "l.pt"))
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(system.model.teacher.state_dict()[k], v), k
+    assert not any(p.requires_grad for p in system.model.teacher.parameters())
+    opt = system.configure_optimizers()["optimizer"]
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not any(id(p) in in_opt for p in system.model.teacher.parameters())
+    student = [p for n, p in system.model.named_parameters() if not n.startswith("teacher.") and p.requires_grad]
+    assert len(student) > 100 and all(id(p) in in_opt for p in student)
+    with pytest.raises(ValueError, match="only for variant 'd'"):
+        L2COccSystem(l_cfg, teacher_ckpt=str(tmp_path / "l.pt"))
+
+
+def test_cli_refuses_distillation_without_a_teacher(synth_root, tmp_path, capsys):
+    from l2cocc_ros.tools.train import main
+
+    rc = main(["--config", "tiny_l2cocc_d", "--data", str(synth_root), "--out", str(tmp_path)])
+    assert rc == 2 and "--teacher" in capsys.readouterr().err
+    rc = main(["--config", "tiny_l2cocc_c", "--data", str(tmp_path / "nowhere"), "--sequences-train", "00",
+               "--out", str(tmp_path)])
+    assert rc == 2 and "voxels folder not found" in capsys.readouterr().err

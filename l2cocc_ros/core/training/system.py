@@ -152,11 +152,10 @@ class L2COccSystem(L.LightningModule):
     # -------------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> Dict[str, Any]:
         train_cfg = self.cfg.train
-        if self.trainer is not None and self.trainer.max_steps and self.trainer.max_steps > 0 \
-                and self.trainer.max_steps != train_cfg.steps:
-            logger.info("schedule length follows max_steps=%d (config said %d)", self.trainer.max_steps,
-                        train_cfg.steps)
-            train_cfg = dataclasses.replace(train_cfg, steps=int(self.trainer.max_steps))
+        max_steps = self._trainer.max_steps if self._trainer is not None else None
+        if max_steps is not None and max_steps > 0 and max_steps != train_cfg.steps:
+            logger.info("schedule length follows max_steps=%d (config said %d)", max_steps, train_cfg.steps)
+            train_cfg = dataclasses.replace(train_cfg, steps=int(max_steps))
         opt, sched = build_optimizer(self.model.parameters(), train_cfg)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
