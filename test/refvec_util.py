@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 __all__ = ["REFERENCE", "manifest", "manifest_details", "refvec", "apply_weight_rule", "camera_inputs",
-           "lidar_points", "tensor_stats", "compare_stats"]
+           "lidar_points", "tensor_stats", "compare_stats", "BlockRecorder"]
 
 REFERENCE = Path(os.environ.get("L2COCC_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
 MANIFEST = REFERENCE / "ckpt-manifest"
@@ -160,9 +161,9 @@ def compare_stats(ours: Mapping[str, Any], ref: Mapping[str, Any], rel: float = 
     """Normalised errors of ``ours`` against ``ref`` (each must be <= 1 to pass at tolerance ``rel``).
 
     sum: |d| / (rel * abs_sum); abs_sum, sq_sum: relative / rel; min, max: |d| / (rel * max|x|);
-    samples: max |d| / (rel * max|x| + 1e-6). A shape mismatch gives {"shape": inf}.
+    samples: max |d| / (rel * max|x| + 1e-6). A shape mismatch (ignoring size-1 dims) gives {"shape": inf}.
     """
-    if list(ours["shape"]) != list(ref["shape"]):
+    if [d for d in ours["shape"] if d != 1] != [d for d in ref["shape"] if d != 1]:
         return {"shape": math.inf}
     scale = max(abs(ref["min"]), abs(ref["max"]), 1e-30)
     tiny = 1e-30
@@ -174,3 +175,62 @@ def compare_stats(ours: Mapping[str, Any], ref: Mapping[str, Any], rel: float = 
     d = np.abs(np.asarray(ours["sample_val"]) - np.asarray(ref["sample_val"]))
     out["samples"] = float(d.max()) / (rel * scale + 1e-6) if d.size else 0.0
     return out
+
+
+# ------------------------------------------------------------------------------------ block recording
+_PATH = re.compile(r"\[(\d+|'[^']*')\]")
+
+
+def _resolve(obj: Any, path: str, numel: int) -> Optional[torch.Tensor]:
+    """Follow an output path like "[1]['tpv_backbone'][0][2]" ("." = the output itself).
+
+    Where the original wrapped a tensor in a list/dict that our block returns bare, the remaining indices
+    are skipped when the tensor already has the recorded number of elements.
+    """
+    for tok in _PATH.findall(path):
+        if isinstance(obj, torch.Tensor) and obj.numel() == numel:
+            return obj
+        key = tok.strip("'") if tok.startswith("'") else int(tok)
+        try:
+            obj = obj[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return obj if isinstance(obj, torch.Tensor) else None
+
+
+class BlockRecorder:
+    """Forward hooks that compute README §3 stats of the outputs the reference recorded.
+
+    ``stats[(module, call, output)]`` is filled during the forward; tensors are not kept. Records whose
+    module does not exist in our model land in ``absent``; outputs that could not be found (or have another
+    number of elements) in ``unmatched``.
+    """
+
+    def __init__(self, model: nn.Module, records) -> None:
+        self.wanted: Dict[str, Dict[Tuple[int, str], int]] = {}
+        for r in records:
+            self.wanted.setdefault(r["module"], {})[(r["call"], r["output"])] = r["numel"]
+        modules = dict(model.named_modules())
+        self.absent = sorted(m for m in self.wanted if m not in modules)
+        self.stats: Dict[Tuple[str, int, str], Dict[str, Any]] = {}
+        self.unmatched = []
+        self.calls: Counter = Counter()
+        self.handles = [modules[m].register_forward_hook(self._hook(m)) for m in self.wanted if m in modules]
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            call = self.calls[name]
+            self.calls[name] += 1
+            for (c, path), numel in self.wanted[name].items():
+                if c != call:
+                    continue
+                t = _resolve(output, path, numel)
+                if t is None or t.numel() != numel:
+                    self.unmatched.append((name, call, path))
+                else:
+                    self.stats[(name, call, path)] = tensor_stats(t)
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()

@@ -39,7 +39,8 @@ CONVERT_HINT = (
     "To use such a file, extract its weights ONCE in an environment you trust (this runs the file's pickle):\n"
     "  python -c \"import torch; ck = torch.load('IN.ckpt', map_location='cpu', weights_only=False); "
     "torch.save({'state_dict': ck['state_dict']}, 'OUT.ckpt')\"\n"
-    "and load OUT.ckpt instead."
+    "and load OUT.ckpt instead. That environment needs the packages of the pickled objects (the first one is "
+    "named above; for the authors' Lightning files e.g. pytorch_lightning / mmcv)."
 )
 PathLike = Union[str, Path]
 
