@@ -22,11 +22,13 @@ logger = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     from l2cocc_ros.core.config import preset_names
 
-    p = argparse.ArgumentParser(prog="l2cocc ckpt-check", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="l2cocc ckpt-check", description="Check that a checkpoint loads strictly into a preset's model.",
+        epilog="exit status: 0 OK, 1 keys/shapes differ (report printed), 2 bad arguments or unreadable/unsafe file",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("path", help="checkpoint file (.ckpt / .pt)")
     p.add_argument("--config", "-c", required=True, metavar="PRESET",
-                   help=f"model preset, one of: {', '.join(preset_names())}")
+                   help=f"a config YAML file, or a preset: {', '.join(preset_names())}")
     p.add_argument("--examples", type=int, default=3, help="example keys shown per prefix in a mismatch report")
     return p
 
@@ -34,12 +36,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     from l2cocc_ros.core.checkpoint import CheckpointError, CheckpointMismatchError, load_released
-    from l2cocc_ros.core.config import get_preset
+    from l2cocc_ros.core.config import get_preset, load_config
     from l2cocc_ros.core.model.l2cocc import build_model
 
     try:
-        cfg = get_preset(args.config)
-    except ValueError as exc:
+        cfg = load_config(args.config) if args.config.endswith((".yaml", ".yml")) else get_preset(args.config)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"ckpt-check: {exc}", file=sys.stderr)
         return 2
     model = build_model(cfg.model)

@@ -7,7 +7,7 @@ import torch
 from l2cocc_ros.core.checkpoint import (FORMAT, CheckpointError, CheckpointMismatchError, LoadReport,
                                         compare_state_dict, load_checkpoint, load_released, read_state_dict,
                                         save_checkpoint, state_dict_sha256)
-from l2cocc_ros.core.config import get_preset
+from l2cocc_ros.core.config import dump_config, get_preset
 from l2cocc_ros.core.model.l2cocc import CameraSegmentor, DistillSegmentor, LidarSegmentor, build_model
 from l2cocc_ros.tools import ckpt_check
 
@@ -180,3 +180,7 @@ def test_ckpt_check_cli(tmp_path, capsys):
     assert "absent.ckpt" in capsys.readouterr().err
     assert ckpt_check.main([str(good), "--config", "no_such_preset"]) == 2
     assert "valid presets" in capsys.readouterr().err
+    yaml_cfg = tmp_path / "cfg.yaml"
+    dump_config(cfg, yaml_cfg)
+    assert ckpt_check.main([str(good), "-c", str(yaml_cfg)]) == 0
+    assert ckpt_check.main([str(good), "-c", str(tmp_path / "none.yaml")]) == 2
