@@ -1,0 +1,198 @@
+"""``make demo``: the whole live path on a fresh machine, no ROS install, GPU, data or network needed.
+
+1. generates (or reuses) a short synthetic KITTI-format sequence (``l2cocc synth``, a seed the shipped
+   checkpoint never saw in training);
+2. converts it to a rosbag2 (``l2cocc kitti2bag``);
+3. starts three processes talking DDS on loopback only (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, a
+   private domain id): the perception node with the shipped small checkpoint, the scorer, and the replay;
+4. ends with a table (frames, drops, latency p50/p95, IoU, mIoU) and PNG renders of predictions next to
+   the ground truth in ``demo_out/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CHECKPOINT = REPO / "l2cocc_ros" / "checkpoints" / "tiny_l2cocc_c.pt"
+
+__all__ = ["DEFAULT_CHECKPOINT", "run_demo", "main"]
+
+
+def _python(module: str, *args: str) -> List[str]:
+    return [sys.executable, "-P", "-m", module, *args]
+
+
+def _ensure_dataset(root: Path, frames: int, seed: int, width: int, height: int) -> bool:
+    """Write the synthetic sequence unless the same one is already there; True if (re)written."""
+    from l2cocc_ros.core.data.synth import SynthConfig, write_sequence
+
+    stamp = root / "demo_dataset.json"
+    want = {"frames": frames, "seed": seed, "width": width, "height": height}
+    if stamp.is_file() and json.loads(stamp.read_text()) == want:
+        return False
+    if root.exists():
+        import shutil
+
+        shutil.rmtree(root)
+    print(f"[demo] generating {frames} synthetic frames (seed {seed}, {width}x{height}) in {root}", flush=True)
+    write_sequence(root, "08", frames=frames, seed=seed, config=SynthConfig(width=width, height=height))
+    stamp.write_text(json.dumps(want))
+    return True
+
+
+def _ensure_bag(root: Path, bag: Path, rewrite: bool) -> None:
+    from l2cocc_ros.tools.kitti2bag import convert_sequence
+
+    if bag.exists() and not rewrite:
+        return
+    if bag.exists():
+        import shutil
+
+        shutil.rmtree(bag)
+    summary = convert_sequence(root, "08", bag)
+    print(f"[demo] wrote bag {bag} ({len(summary.frames)} frames)", flush=True)
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, rate: float = 0.1,
+             width: int = 620, height: int = 188, renders: int = 2, timeout_s: float = 600.0) -> Dict[str, object]:
+    """Run the demo; returns the scorer's summary plus drop counts. Raises RuntimeError with the log tail."""
+    from l2cocc_ros.tools.kitti2bag import BagNames
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found (the repository ships "
+                                f"{DEFAULT_CHECKPOINT.relative_to(REPO)}; see README 'Training')")
+    data = out / "data"
+    rewritten = _ensure_dataset(data, frames, seed, width, height)
+    bag = out / "bag"
+    _ensure_bag(data, bag, rewritten)
+
+    env = dict(os.environ)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(20, 99)))
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_messages.xml"))
+    env["PYTHONUNBUFFERED"] = "1"
+    names = BagNames()
+    node_cmd = _python(
+        "l2cocc_ros.ros.node", "--ros-args",
+        "--params-file", str(REPO / "config" / "l2cocc_node.param.yaml"),
+        "--params-file", str(REPO / "config" / "common.param.yaml"),
+        "-p", "variant:=c", "-p", "preset:=tiny_l2cocc_c", "-p", f"checkpoint:={checkpoint}",
+        "-p", "device:=cpu", "-p", "precision:=fp32",
+        "-r", f"~/input/left/image:={names.left_image}", "-r", f"~/input/left/camera_info:={names.left_info}",
+        "-r", f"~/input/right/image:={names.right_image}", "-r", f"~/input/right/camera_info:={names.right_info}")
+    pred = out / "predictions"
+    score_json = out / "score.json"
+    score_cmd = _python("l2cocc_ros.tools.score", "-d", str(data), "-s", "08", "-o", str(pred),
+                        "--frames", str(frames), "--idle-timeout", "30", "--timeout", str(timeout_s),
+                        "--json", str(score_json))
+    replay_cmd = _python("l2cocc_ros.tools.replay", str(bag), "--rate", str(rate),
+                         "--wait-for", names.left_image, names.right_info, "--wait-timeout", "300")
+    logs = {name: open(out / f"{name}.log", "w") for name in ("node", "score", "replay")}
+    procs: Dict[str, subprocess.Popen] = {}
+    try:
+        print("[demo] starting node, scorer and replay (logs in demo_out/*.log)", flush=True)
+        procs["score"] = subprocess.Popen(score_cmd, env=env, cwd=REPO, stdout=logs["score"], stderr=subprocess.STDOUT)
+        procs["node"] = subprocess.Popen(node_cmd, env=env, cwd=REPO, stdout=logs["node"], stderr=subprocess.STDOUT)
+        procs["replay"] = subprocess.Popen(replay_cmd, env=env, cwd=REPO, stdout=logs["replay"],
+                                           stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while procs["score"].poll() is None and time.monotonic() < deadline:
+            if procs["node"].poll() is not None:
+                break
+            time.sleep(0.2)
+        replay_rc = procs["replay"].wait(max(1.0, deadline - time.monotonic()))
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+        for f in logs.values():
+            f.close()
+    if not score_json.is_file():
+        tails = {n: (out / f"{n}.log").read_text()[-2000:] for n in logs}
+        raise RuntimeError("the scorer wrote no result:\n" + "\n".join(f"--- {n}.log\n{t}" for n, t in tails.items()))
+    summary = json.loads(score_json.read_text())
+    summary["frames_sent"] = frames
+    summary["dropped"] = frames - summary["frames"]
+    summary["replay_exit_code"] = replay_rc
+    summary["renders"] = _render(data, pred, out, summary, renders)
+    return summary
+
+
+def _render(data: Path, pred: Path, out: Path, summary: Dict[str, object], count: int) -> List[str]:
+    from l2cocc_ros.core.classes import semantic_kitti
+    from l2cocc_ros.tools.evaluate import load_ground_truth, read_prediction
+    from l2cocc_ros.tools.render import render_grid
+
+    table = semantic_kitti()
+    files = sorted((pred / "sequences" / "08" / "predictions").glob("*.label"))
+    written = []
+    for path in files[:: max(1, len(files) // max(count, 1))][:count]:
+        labels = read_prediction(path, table)
+        gt = load_ground_truth(data, "08", path.stem, table)
+        image = render_grid(labels, table, gt=gt, title=f"l2cocc demo: tiny L2COcc-C, synthetic seq 08 frame {path.stem}")
+        target = out / f"frame_{path.stem}.png"
+        image.save(target)
+        written.append(str(target))
+    return written
+
+
+def _table(summary: Dict[str, object]) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
+    def ms(v):
+        return "n/a" if v is None else f"{v:.0f}"
+
+    rows = [("frames sent", summary["frames_sent"]), ("grids received", summary["frames"]),
+            ("dropped (newest frame wins)", summary["dropped"]), ("scored frames", summary["scored_frames"]),
+            ("latency p50 [ms]", ms(summary["latency_ms_p50"])), ("latency p95 [ms]", ms(summary["latency_ms_p95"])),
+            ("IoU [%]", pct(summary["iou"])), ("mIoU [%]", pct(summary["miou"]))]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([f"{'':-<{width + 12}}"] + [f"{k:<{width}}  {v:>8}" for k, v in rows] + [f"{'':-<{width + 12}}"])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "demo_out", help="output folder")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="tiny -C checkpoint")
+    parser.add_argument("--frames", type=int, default=8, help="frames of the synthetic sequence")
+    parser.add_argument("--seed", type=int, default=1234, help="world seed (not one used in training)")
+    parser.add_argument("--rate", type=float, default=0.1, help="replay speed (0.1: one frame per second)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up after this long [s]")
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    try:
+        summary = run_demo(args.out, args.checkpoint, frames=args.frames, seed=args.seed, rate=args.rate,
+                           timeout_s=args.timeout)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"make demo: error: {exc}", file=sys.stderr)
+        return 1
+    print(_table(summary))
+    for path in summary["renders"]:
+        print(f"render: {path}")
+    print(f"[demo] done in {time.monotonic() - t0:.0f} s; predictions in {args.out / 'predictions'}")
+    return 0 if summary["frames"] > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
