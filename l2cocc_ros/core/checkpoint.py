@@ -212,15 +212,19 @@ def load_released(path: PathLike, model: nn.Module) -> LoadReport:
         FileNotFoundError, CheckpointError (unsafe/unknown file), CheckpointMismatchError (with a report).
     """
     state_dict, kind, _ = read_state_dict(path)
+    return _load_into(model, state_dict, f"{path} ({kind})")
+
+
+def _load_into(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> LoadReport:
     dropped = []
     if not _has_teacher(model):
         dropped = [k for k in state_dict if k.startswith("teacher.")]
         if dropped:
-            logger.info("%s: dropping %d teacher.* keys (the model has no teacher)", path, len(dropped))
+            logger.info("%s: dropping %d teacher.* keys (the model has no teacher)", source, len(dropped))
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith("teacher.")}
     report = compare_state_dict(model, state_dict)
     report.dropped = dropped
-    _load_strict(model, state_dict, report, f"{path} ({kind})")
+    _load_strict(model, state_dict, report, source)
     return report
 
 
@@ -289,6 +293,9 @@ def _config_of(obj: Dict[str, Any], path: PathLike) -> Tuple[Optional[Experiment
 def load_checkpoint(path: PathLike, model: Optional[nn.Module] = None) -> LoadedCheckpoint:
     """Load one of our checkpoints (strict), building the model from the stored config if not given.
 
+    A -D checkpoint loads into a -C model (``teacher.*`` dropped, listed in ``report.dropped``): that is the
+    deployed student.
+
     Raises:
         FileNotFoundError, CheckpointError (unsafe file, not our format, weights hash mismatch),
         CheckpointMismatchError (with a report).
@@ -301,6 +308,5 @@ def load_checkpoint(path: PathLike, model: Optional[nn.Module] = None) -> Loaded
     if model is None:
         from l2cocc_ros.core.model.l2cocc import build_model
         model = build_model(mcfg)
-    report = compare_state_dict(model, state_dict)
-    _load_strict(model, state_dict, report, str(path))
+    report = _load_into(model, state_dict, str(path))
     return LoadedCheckpoint(model=model, config=exp, meta=meta, extra=obj.get("extra"), report=report)

@@ -186,6 +186,12 @@ class ModelConfig:
             raise ValueError(f"model.depth_net.in_channels={self.depth_net.in_channels} must equal the sum of "
                              f"model.image_neck.out_channels {self.image_neck.out_channels}")
 
+    def student(self) -> "ModelConfig":
+        """The camera model actually deployed: a -D config without its teacher (variant "c"); else self."""
+        if self.variant != "d":
+            return self
+        return dataclasses.replace(self, variant="c", teacher=None)
+
     @property
     def internal_grid(self) -> GridSpec:
         """The 3D working grid (128x128x16 of 0.4 m for the paper)."""

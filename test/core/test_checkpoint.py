@@ -107,6 +107,18 @@ def test_released_lightning_layout(tmp_path, tiny_d):
         load_checkpoint(path)
 
 
+def test_distilled_checkpoint_deploys_as_student(tmp_path, tiny_d):
+    cfg = get_preset("tiny_l2cocc_d")
+    path = tmp_path / "d.pt"
+    save_checkpoint(path, tiny_d, cfg)
+    student = build_model(cfg.model.student())
+    assert type(student) is CameraSegmentor and cfg.model.student().teacher is None
+    loaded = load_checkpoint(path, student)
+    assert len(loaded.report.dropped) == sum(1 for k in tiny_d.state_dict() if k.startswith("teacher."))
+    assert all(torch.equal(v, tiny_d.state_dict()[k]) for k, v in student.state_dict().items())
+    assert loaded.config == cfg and loaded.meta["variant"] == "d"
+
+
 def test_mismatch_report(tmp_path, tiny_d):
     camera = build_model(get_preset("tiny_l2cocc_c").model)
     sd = {k: v for k, v in camera.state_dict().items()}
