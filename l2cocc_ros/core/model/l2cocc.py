@@ -1,6 +1,6 @@
 """The L2COcc model family: camera model (-C), LiDAR teacher (-L) and the distilled camera model (-D).
 
-Paper: "L2COcc: Towards LiDAR-to-Camera Occupancy Knowledge Distillation" (arXiv 2503.12369), Fig. 2;
+Paper: L2COcc (arXiv 2503.12369, IROS 2025), Fig. 2;
 authors' code: github.com/StudyingFuFu/L2COcc (``core/models/{camera,lidar}_segmentor.py``). The three
 variants are compositions of the blocks in this package, received as constructor arguments; attribute
 names equal the authors' state_dict keys (without ``model.``), so released checkpoints load strictly.
