@@ -55,6 +55,7 @@ def test_grid_and_markers_for_every_frame_not_dropped(ros_child_env, ros_localho
         ready = lambda: all(p.get_subscription_count() > 0 for p in pubs) and node.count_publishers(  # noqa: E731
             f"{NS}/l2cocc_node/output/markers") > 0
         assert spin_until(ready, 60.0), f"node did not come up (exit {child.poll()})"
+        spin_until(lambda: False, 1.5)  # let the node's readers match our writers too (discovery is two-sided)
         frames = [make_frame(stamp_of(50.0 + 0.1 * i), seed=i) for i in range(N_FRAMES)]
         for i, frame in enumerate(frames):
             for pub, msg in zip(pubs, frame.msgs):
@@ -67,22 +68,26 @@ def test_grid_and_markers_for_every_frame_not_dropped(ros_child_env, ros_localho
                 return False
             snap.update({kv.key: kv.value for kv in diags[-1].status[0].values})
             done = int(snap["frames_processed"]) + int(snap["frames_dropped"])
-            return int(snap["frames_in"]) == N_FRAMES and done == N_FRAMES and len(grids) == int(snap["frames_processed"])
-        assert spin_until(lambda: settled() and len(markers) >= len(grids), 120.0), (snap, len(grids), len(markers))
+            return (int(snap["frames_in"]) >= N_FRAMES - 1 and done == int(snap["frames_in"])
+                    and len(grids) == int(snap["frames_processed"]))
+        assert spin_until(lambda: settled() and len(markers) >= len(grids), 90.0), (snap, len(grids), len(markers))
+        spin_until(lambda: False, 1.0)
+        assert settled()
 
+        # inputs are best effort (sensor-data QoS), so a set may be lost on the wire; what the node received it
+        # accounts for exactly: every synchronized set was processed (grid + markers) or counted as dropped
         sent = [stamp_to_ns(f.msgs[0].header.stamp) for f in frames]
         grid_stamps = [stamp_to_ns(g.header.stamp) for g in grids]
-        assert len(grids) + int(snap["frames_dropped"]) == N_FRAMES and len(grids) >= 2
+        assert len(grids) + int(snap["frames_dropped"]) == int(snap["frames_in"]) and len(grids) >= 2
         assert set(grid_stamps) <= set(sent) and grid_stamps == sorted(grid_stamps)
         assert [stamp_to_ns(m.markers[0].header.stamp) for m in markers] == grid_stamps  # a MarkerArray per grid
-        assert sent[0] in grid_stamps  # the first frame always finds the node idle
 
         # content: the same tiny model (seeded random weights) run here on the same arrays
         engine = InferenceEngine.from_preset("tiny_l2cocc_c", seed=0, stereo_backend=SGBMStereo(num_disparities=32))
-        first = frames[0]
+        first = frames[sent.index(grid_stamps[0])]
         expected = engine.infer(first.left, first.right, first.msgs[1].p.reshape(3, 4), first.msgs[3].p.reshape(3, 4),
                                 matrix_from_transform_msg(tf_msg.transforms[0].transform)).labels
-        grid = msg_to_grid(grids[grid_stamps.index(sent[0])])
+        grid = msg_to_grid(grids[0])
         np.testing.assert_array_equal(grid.labels, expected)
         arr = markers[0].markers
         assert arr[0].action == Marker.DELETEALL
