@@ -1,0 +1,65 @@
+"""l2cocc bench: statistics, the markdown tables, and the engine / agreement measurements on the tiny preset."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from l2cocc_ros.tools import bench
+
+
+def test_stats_ms_median_and_p95():
+    s = bench.stats_ms(list(range(1, 101)))
+    assert s == {"p50": pytest.approx(50.5), "p95": pytest.approx(95.05), "n": 100}
+    assert bench.stats_ms([3.0]) == {"p50": 3.0, "p95": 3.0, "n": 1}
+
+
+def test_machine_info_names_cpu_and_torch():
+    import torch
+
+    info = bench.machine_info()
+    assert info["torch"] == torch.__version__ and info["gpu"] == ("none" if not torch.cuda.is_available()
+                                                                   else torch.cuda.get_device_name(0))
+    assert info["cpu"] and int(info["cores"]) >= 1
+
+
+def test_tables():
+    node = bench._node_table([{"step": "grid message", "voxels": 100000, "p50": 1.234, "p95": 2.0, "n": 50}])
+    assert node.splitlines()[-1] == "| grid message | 100000 | 1.23 | 2.00 | 50 |"
+
+    def result(device, gpu=None):
+        stages = {k: {"p50": 10.0, "p95": 12.0, "n": 3} for k in ("stereo", "image encoder", "model", "total")}
+        r = {"preset": "tiny", "device": device, "precision": "fp32", "stages": stages, "cpu_peak_rss_mb": 812.4}
+        if gpu is not None:
+            r["gpu_max_allocated_mb"] = gpu
+        return r
+
+    lines = bench._engine_table([result("cpu"), result("cuda:0", gpu=2048.0)]).splitlines()
+    assert lines[0] == "| stage | tiny cpu fp32 p50 / p95 [ms] | tiny cuda:0 fp32 p50 / p95 [ms] |"
+    assert "| image encoder | 10.0 / 12.0 | 10.0 / 12.0 |" in lines
+    assert not any(line.startswith("| EVT ") for line in lines)  # stages nobody measured are left out
+    assert "| runs | 3 | 3 |" in lines and "| peak CPU RSS [MB] | 812 | 812 |" in lines
+    assert "| GPU max allocated [MB] | - | 2048 |" in lines
+
+    agree = bench._agreement_table([{"preset": "p", "device": "cuda", "precision": "bf16", "channels_last": True,
+                                     "compile": True, "agreement_pct": 99.91234, "occupancy_iou_pct": 98.5}])
+    assert agree.splitlines()[-1] == "| p | cuda | bf16 + channels_last + compile | 99.912 | 98.500 |"
+
+
+def test_bench_engine_tiny_every_stage():
+    res = bench.bench_engine("tiny_l2cocc_c", runs=1)
+    stages = res["stages"]
+    model_stages = [name for name, _ in bench.STAGES if name != "LiDAR encoder"]
+    for name in ["stereo", "preprocess", *model_stages, "model", "argmax", "total"]:
+        assert stages[name]["n"] == 1 and stages[name]["p50"] > 0, name
+    assert "LiDAR encoder" not in stages  # the camera model has no LiDAR tokenizer
+    inside = sum(stages[name]["p50"] for name in model_stages)
+    assert inside <= stages["model"]["p50"] <= stages["total"]["p50"]
+    assert res["cpu_peak_rss_mb"] > 100 and res["device"] == "cpu" and "gpu_max_allocated_mb" not in res
+
+
+def test_bench_agreement_tiny():
+    res = bench.bench_agreement("tiny_l2cocc_c", "cpu", "fp32", channels_last=True)
+    assert 0.0 <= res["occupancy_iou_pct"] <= 100.0
+    assert 95.0 <= res["agreement_pct"] <= 100.0  # same weights and input; only the conv memory layout differs
+    assert res["channels_last"] is True and res["compile"] is False
+    assert np.isfinite(res["agreement_pct"])
