@@ -46,6 +46,16 @@ _log = logging.getLogger(__name__)
 
 NODE_NAME = "l2cocc_node"
 
+USAGE = """usage: l2cocc_node --ros-args --params-file config/l2cocc_node.param.yaml \\
+           --params-file config/common.param.yaml -p checkpoint:=MODEL.ckpt [-r __ns:=/NS] [-r ~/input/...:=TOPIC]
+
+Semantic scene completion (L2COcc) from a synchronized stereo pair (+ LiDAR for variant l).
+Inputs:  ~/input/{left,right}/image, ~/input/{left,right}/camera_info, ~/input/pointcloud (variant l), TF
+Outputs: ~/output/semantic_grid, ~/output/markers, /diagnostics, ~/debug/{processing_time,pipeline_latency,
+         cyclic_time}_ms
+Parameters: see config/l2cocc_node.param.yaml, config/common.param.yaml and schema/*.schema.json.
+"""
+
 
 class _Rejected(Exception):
     """Internal: one input set is refused (kind, reason); the node counts and logs it."""
@@ -269,6 +279,10 @@ def main(args: Optional[List[str]] = None) -> int:
     from rclpy.executors import ExternalShutdownException
 
     argv = [NODE_NAME, *(sys.argv[1:] if args is None else args)]
+    own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    if "-h" in own or "--help" in own:
+        sys.stdout.write(USAGE)
+        return 0
     logging.basicConfig(level=logging.INFO)
     rclpy.init(args=argv)
     node = None

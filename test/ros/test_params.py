@@ -137,3 +137,11 @@ def test_main_exits_with_2_on_invalid_parameters(tmp_path):
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "checkpoint: empty" in proc.stderr
+
+
+def test_help_lists_topics_and_param_files(capsys):
+    from l2cocc_ros.ros.node import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "~/output/semantic_grid" in out and "config/l2cocc_node.param.yaml" in out
