@@ -23,7 +23,7 @@ from torch import nn
 __all__ = ["REFERENCE", "manifest", "manifest_details", "refvec", "apply_weight_rule", "camera_inputs",
            "lidar_points", "tensor_stats", "compare_stats", "BlockRecorder"]
 
-REFERENCE = Path(os.environ.get("L2COCC_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+REFERENCE = Path(os.environ.get("L2COCC_REFERENCE", Path(__file__).resolve().parent / "data" / "reference"))
 MANIFEST = REFERENCE / "ckpt-manifest"
 REFVEC = REFERENCE / "refvec"
 

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from l2cocc_ros.core.model.depth_net import GeometryDepthNet, get_mlp_input, stereo_depth_to_onehot
 
-MANIFEST = Path("/work/shared/reference/ckpt-manifest/semantickitti_l2cocc_c.json")
+from refvec_util import MANIFEST as _MANIFEST_DIR  # noqa: E402
+
+MANIFEST = _MANIFEST_DIR / "semantickitti_l2cocc_c.json"
 TINY = dict(in_channels=40, context_channels=16, dbound=(2.0, 10.0, 0.5), agg_embed_dims=8)
 
 
-@pytest.mark.skipif(not MANIFEST.exists(), reason="manifest not present")
 def test_state_dict_equals_manifest():
     man = json.loads(MANIFEST.read_text())
     ref = {k[len("model.depth_net."):]: tuple(v) for k, v in man.items() if k.startswith("model.depth_net.")}

@@ -202,7 +202,6 @@ def test_state_dict_matches_manifest(cfg, width):
     assert torch.allclose(sd["ref_3d"][2049], torch.tensor([1.5 / 128, 0.5 / 128, 1.5 / 16]))
 
 
-@pytest.mark.skipif(not (refvec_util.REFVEC / "semantickitti_l2cocc_c.json").is_file(), reason="no reference vectors")
 def test_full_size_reference_projection_counts():
     """refvec README §4: 11 885 proposed voxels, 11 717 of them project into the image."""
     from l2cocc_ros.core.model.voxel_proposal import VoxelProposalLayer

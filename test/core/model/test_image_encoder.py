@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +11,9 @@ import torch.nn.functional as F
 from l2cocc_ros.core.model.image_encoder import (EFFICIENTNET_B_STAGES, SECONDFPN, Conv2dAdaptivePadding,
                                                  EfficientNet, make_divisible, scale_stages)
 
-MANIFEST = Path("/work/shared/reference/ckpt-manifest/semantickitti_l2cocc_c.json")
+from refvec_util import MANIFEST as _MANIFEST_DIR  # noqa: E402
+
+MANIFEST = _MANIFEST_DIR / "semantickitti_l2cocc_c.json"
 
 
 def _manifest(prefix: str) -> dict:
@@ -21,7 +22,6 @@ def _manifest(prefix: str) -> dict:
     return {k[len(head):]: tuple(v) for k, v in man.items() if k.startswith(head)}
 
 
-@pytest.mark.skipif(not MANIFEST.exists(), reason="manifest not present")
 def test_b7_and_neck_state_dict_equal_manifest():
     for prefix, module in (("img_backbone", EfficientNet()), ("img_neck", SECONDFPN())):
         ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}

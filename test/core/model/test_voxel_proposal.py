@@ -85,7 +85,6 @@ def test_state_dict_matches_manifest(cfg, width):
     assert sd["image_grid"][0, 0, 5, 7] == 7 and sd["image_grid"][0, 1, 5, 7] == 5
 
 
-@pytest.mark.skipif(not (refvec_util.REFVEC / "semantickitti_l2cocc_c.json").is_file(), reason="no reference vectors")
 def test_full_size_proposal_matches_reference_vectors():
     ref = refvec_util.refvec("semantickitti_l2cocc_c")
     rec = {(b["module"], b["output"]): b for b in ref["blocks"] if b["module"].startswith("proposal_layer")}
