@@ -227,7 +227,7 @@ def _ordered(inputs: Mapping[str, Tensor]) -> Tuple[Tensor, ...]:
 
 
 def export_camera_model(model: nn.Module, inputs: Mapping[str, Tensor], path, *, output: str = "logits",
-                        opset: int = 17) -> Path:
+                        opset: int = 17, metadata: Optional[Mapping[str, str]] = None) -> Path:
     """Trace a camera model on ``inputs`` (CPU, fp32) and write a static-shape ONNX file.
 
     Args:
@@ -236,6 +236,7 @@ def export_camera_model(model: nn.Module, inputs: Mapping[str, Tensor], path, *,
         path: output ``.onnx`` file (parent folders are created).
         output: "logits" or "labels" (see :class:`CameraExportWrapper`).
         opset: ONNX opset (>= 16).
+        metadata: extra ``metadata_props`` of the model (e.g. the preset and the calibration it was traced with).
 
     Returns:
         The written path (checked with ``onnx.checker``).
@@ -256,6 +257,12 @@ def export_camera_model(model: nn.Module, inputs: Mapping[str, Tensor], path, *,
         warnings.simplefilter("ignore")  # TracerWarnings of the frozen shape checks (module docstring)
         torch.onnx.export(wrapper, args, str(path), input_names=list(INPUT_NAMES), output_names=[output],
                           opset_version=int(opset), dynamo=False, do_constant_folding=True)
+    if metadata:
+        proto = onnx.load(str(path))
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = str(key), str(value)
+        onnx.save(proto, str(path))
     onnx.checker.check_model(str(path))
     logger.info("exported %s in %.1f s (%.1f MB)", path, time.perf_counter() - t0, path.stat().st_size / 2**20)
     return path
@@ -371,7 +378,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             calib = read_calib(args.calib, required=("P2", "Tr"))
             p2, tr = calib["P2"][:3], calib["Tr"]
         inputs = example_inputs(cfg, P2=p2, T_velo_to_cam=tr, orig_hw=args.image_size)
-        path = export_camera_model(model, inputs, args.out, output=args.output, opset=args.opset)
+        meta = {"l2cocc_model": cfg.name, "l2cocc_output": args.output,
+                "l2cocc_image_size": str(list(args.image_size)),
+                "l2cocc_P2": str((KITTI_P2 if p2 is None else p2).tolist()),
+                "l2cocc_Tr": str((KITTI_TR if tr is None else tr[:3]).tolist()),
+                "l2cocc_checkpoint": str(args.checkpoint or "random weights (seed 0)")}
+        path = export_camera_model(model, inputs, args.out, output=args.output, opset=args.opset, metadata=meta)
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB, {cfg.name}, output {args.output}, "
               f"inputs {', '.join(f'{k} {tuple(inputs[k].shape)}' for k in INPUT_NAMES)})")
         if args.check:

@@ -101,6 +101,8 @@ def test_tiny_camera_model_exports_and_matches_onnxruntime(tmp_path, capsys):
     assert [i.name for i in sess.get_inputs()] == list(ex.INPUT_NAMES)
     assert [tuple(i.shape) for i in sess.get_inputs()][:2] == [(1, 1, 3, 96, 320), (1, 1, 3, 3)]
     assert sess.get_outputs()[0].shape == [1, 20, 256, 256, 32]
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert meta["l2cocc_model"] == "tiny_l2cocc_c" and meta["l2cocc_P2"].startswith("[[718.856, 0.0, 607.1928")
     # another realistic frame than the traced one (same geometry, new image and depth): the data-dependent
     # selections (proposal, EVT queries) must follow the data, not the trace
     torch.manual_seed(0)  # the CLI's weights for a preset without checkpoint
@@ -110,3 +112,5 @@ def test_tiny_camera_model_exports_and_matches_onnxruntime(tmp_path, capsys):
     assert res["max_abs_diff"] < 1e-2, res
     assert res["argmax_agreement_pct"] > 99.9, res
     assert res["onnxruntime_ms"] > 0 and res["onnx_nodes"] > 100
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        ex.check_onnx(tmp_path / "nope.onnx", model, inputs)
