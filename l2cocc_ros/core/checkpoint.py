@@ -29,7 +29,7 @@ from l2cocc_ros.core.config import ExperimentConfig, ModelConfig, from_dict, to_
 __all__ = [
     "FORMAT", "CONVERT_HINT", "CheckpointError", "CheckpointMismatchError", "LoadReport", "LoadedCheckpoint",
     "save_checkpoint", "load_checkpoint", "load_released", "read_state_dict", "compare_state_dict",
-    "state_dict_sha256",
+    "state_dict_sha256", "DERIVED_TENSORS", "is_derived_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -222,10 +222,28 @@ def _load_into(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: st
         if dropped:
             logger.info("%s: dropping %d teacher.* keys (the model has no teacher)", source, len(dropped))
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith("teacher.")}
+    state_dict = _with_derived(model, state_dict)
     report = compare_state_dict(model, state_dict)
     report.dropped = dropped
     _load_strict(model, state_dict, report, source)
     return report
+
+
+# Tensors that are deterministic functions of the config (grids, frustum, Swin index tables): the authors'
+# checkpoints carry them (manifest README "Things to know" 3), ours leave them out (12 MB of a tiny model) and
+# take them from the freshly built model on load.
+DERIVED_TENSORS = ("frustum", "dx", "bx", "nx", "image_grid", "ref_3d", "vox_coords", "relative_position_index")
+
+
+def is_derived_key(key: str) -> bool:
+    """True for a state_dict key of a config-derived constant tensor (see ``DERIVED_TENSORS``)."""
+    return key.rsplit(".", 1)[-1] in DERIVED_TENSORS
+
+
+def _with_derived(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state_dict`` completed with the model's own derived constants where the file leaves them out."""
+    fill = {k: v for k, v in model.state_dict().items() if is_derived_key(k) and k not in state_dict}
+    return {**state_dict, **fill} if fill else state_dict
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -263,7 +281,7 @@ def save_checkpoint(path: PathLike, model: nn.Module, cfg: Union[ExperimentConfi
     mcfg = exp.model if exp is not None else cfg
     if not isinstance(mcfg, ModelConfig):
         raise TypeError(f"cfg must be an ExperimentConfig or ModelConfig, got {type(cfg).__name__}")
-    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items() if not is_derived_key(k)}
     digest = state_dict_sha256(state_dict)
     meta = {"variant": mcfg.variant, "dataset": mcfg.dataset, "preset": mcfg.name,
             "class_names": list(class_table(mcfg.dataset).names), "state_dict_sha256": digest,

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from l2cocc_ros.core.checkpoint import (FORMAT, CheckpointError, CheckpointMismatchError, LoadReport,
-                                        compare_state_dict, load_checkpoint, load_released, read_state_dict,
-                                        save_checkpoint, state_dict_sha256)
+                                        compare_state_dict, is_derived_key, load_checkpoint, load_released,
+                                        read_state_dict, save_checkpoint, state_dict_sha256)
 from l2cocc_ros.core.config import dump_config, get_preset
 from l2cocc_ros.core.model.l2cocc import CameraSegmentor, DistillSegmentor, LidarSegmentor, build_model
 from l2cocc_ros.tools import ckpt_check
@@ -25,8 +25,9 @@ class Payload:
 def _perturbed(model: torch.nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
+        for name, p in model.named_parameters():
+            if not is_derived_key(name):  # the frozen frustum/dx/bx/nx are functions of the config
+                p.copy_(torch.randn(p.shape, generator=g))
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -53,7 +54,10 @@ def test_own_round_trip(tmp_path):
     assert loaded.config == cfg
     assert loaded.meta["variant"] == "c" and loaded.meta["dataset"] == "semantic_kitti"
     assert loaded.meta["class_names"][:2] == ["empty", "car"] and len(loaded.meta["class_names"]) == 20
-    assert loaded.meta["state_dict_sha256"] == digest == state_dict_sha256(model.state_dict())
+    learned = {k: v for k, v in model.state_dict().items() if not is_derived_key(k)}
+    assert loaded.meta["state_dict_sha256"] == digest == state_dict_sha256(learned)
+    stored, kind, _ = read_state_dict(path)  # config-derived constants are not stored, and come back on load
+    assert kind == "ours" and set(stored) == set(learned) and len(learned) < len(model.state_dict())
     assert loaded.extra == {"epoch": 3, "metrics": {"mIoU": 0.25}}
     assert loaded.report.ok and loaded.report.num_params == sum(p.numel() for p in model.parameters()
                                                                 if p.requires_grad)
@@ -114,7 +118,8 @@ def test_distilled_checkpoint_deploys_as_student(tmp_path, tiny_d):
     student = build_model(cfg.model.student())
     assert type(student) is CameraSegmentor and cfg.model.student().teacher is None
     loaded = load_checkpoint(path, student)
-    assert len(loaded.report.dropped) == sum(1 for k in tiny_d.state_dict() if k.startswith("teacher."))
+    assert len(loaded.report.dropped) == sum(1 for k in tiny_d.state_dict()
+                                             if k.startswith("teacher.") and not is_derived_key(k))
     assert all(torch.equal(v, tiny_d.state_dict()[k]) for k, v in student.state_dict().items())
     assert loaded.config == cfg and loaded.meta["variant"] == "d"
 
