@@ -119,13 +119,18 @@ def class_voxel_centers(
     hi = np.minimum(np.floor((np.asarray(options.crop_max) - lower) / v - 0.5), np.asarray(g.dims) - 1).astype(int)
     if np.any(hi < lo):
         return [], v
-    sub = lab[lo[0]: hi[0] + 1, lo[1]: hi[1] + 1, lo[2]: hi[2] + 1]
-    mask = (sub != EMPTY) & (sub < num_classes)
-    ijk = np.argwhere(mask)  # (M, 3), C order
-    cls = sub[mask]
-    order = np.argsort(cls, kind="stable")
-    ijk, cls = ijk[order], cls[order]
-    centers = lower + (ijk + lo + 0.5) * v
+    sub = np.ascontiguousarray(lab[lo[0]: hi[0] + 1, lo[1]: hi[1] + 1, lo[2]: hi[2] + 1]).reshape(-1)
+    # shown classes are 1..num_classes-1: with uint8 wrap-around, (label - 1) < num_classes - 1 in one pass
+    flat = np.flatnonzero((sub - np.uint8(1)) < np.uint8(num_classes - 1))
+    cls = sub[flat]
+    order = np.argsort(cls, kind="stable")  # radix sort on uint8
+    flat, cls = flat[order], cls[order]
+    ny, nz = hi[1] - lo[1] + 1, hi[2] - lo[2] + 1
+    axes = [lower[a] + (np.arange(lo[a], hi[a] + 1) + 0.5) * v for a in range(3)]  # centre of each index
+    centers = np.empty((flat.size, 3), dtype=np.float64)
+    centers[:, 0] = axes[0][flat // (ny * nz)]
+    centers[:, 1] = axes[1][(flat // nz) % ny]
+    centers[:, 2] = axes[2][flat % nz]
     out = []
     bounds = np.searchsorted(cls, np.arange(num_classes + 1))
     for c in range(1, num_classes):
