@@ -50,6 +50,8 @@ STAGES = (
 def stats_ms(samples: Sequence[float]) -> Dict[str, float]:
     """Median and p95 of timings in ms."""
     a = np.asarray(samples, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("no timing samples (runs must be >= 1)")
     return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "n": int(a.size)}
 
 
@@ -149,10 +151,11 @@ def bench_node(runs: int = 50, voxel_counts: Sequence[int] = (20_000, 100_000, 2
             rows.append({"step": "grid message (fill + publish)", "voxels": n, **_time(grid_step, runs)})
             rows.append({"step": "markers encode", "voxels": n, **_time(marker_encode, runs)})
             rows.append({"step": "markers encode + publish", "voxels": n, **_time(marker_step, runs)})
-            size = len(serialize_message(grid_to_msg(labels, stamp=(1, 0), frame_id="velodyne",
-                                                     grid=SEMANTIC_KITTI_GRID, table=table, model_variant="c",
-                                                     model_name="b")))
-            rows[-3]["bytes"] = size
+            rows[-3]["bytes"] = len(serialize_message(grid_to_msg(
+                labels, stamp=(1, 0), frame_id="velodyne", grid=SEMANTIC_KITTI_GRID, table=table,
+                model_variant="c", model_name="b")))
+            out = encoder.encode(labels, stamp=Time(sec=1), frame_id="velodyne")
+            rows[-1]["bytes"] = len(out) if isinstance(out, bytes) else len(serialize_message(out))
         node.destroy_node()
     finally:
         rclpy.shutdown()
@@ -281,14 +284,16 @@ def _in_subprocess(kind: str, kwargs: Dict[str, object], timeout_s: float) -> Di
 
 
 def _node_table(rows) -> str:
-    lines = ["| step | occupied voxels | p50 [ms] | p95 [ms] | runs |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['step']} | {r['voxels']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['n']} |" for r in rows]
+    lines = ["| step | occupied voxels | message [bytes] | p50 [ms] | p95 [ms] | runs |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['step']} | {r['voxels']} | {r.get('bytes', '-')} | {r['p50']:.2f} | {r['p95']:.2f} | {r['n']} |"
+              for r in rows]
     return "\n".join(lines)
 
 
 def _engine_table(results) -> str:
     order = ["stereo", "preprocess"] + [s for s, _ in STAGES] + ["model", "argmax", "total"]
-    heads = [f"{r['preset']} {r['device']} {r['precision']}" for r in results]
+    heads = [_path_name(r) for r in results]
     lines = ["| stage | " + " | ".join(f"{h} p50 / p95 [ms]" for h in heads) + " |",
              "|---|" + "---:|" * len(results)]
     for stage in order:
@@ -306,12 +311,25 @@ def _engine_table(results) -> str:
     return "\n".join(lines)
 
 
+def _path_name(r: Dict[str, object]) -> str:
+    return (f"{r['preset']} {r['device']} {r['precision']}" + (" channels_last" if r.get("channels_last") else "")
+            + (" compile" if r.get("compile") else ""))
+
+
 def _agreement_table(rows) -> str:
     lines = ["| preset | device | path | voxels equal [%] | occupancy IoU [%] |", "|---|---|---|---:|---:|"]
     for r in rows:
         path = r["precision"] + (" + channels_last" if r["channels_last"] else "") + (" + compile" if r["compile"] else "")
         lines.append(f"| {r['preset']} | {r['device']} | {path} | {r['agreement_pct']:.3f} | {r['occupancy_iou_pct']:.3f} |")
     return "\n".join(lines)
+
+
+def _split_spec(spec: str) -> List[str]:
+    """Split PRESET:DEVICE:... where DEVICE may itself be ``cuda:N``."""
+    parts = spec.split(":")
+    if len(parts) > 2 and parts[1] == "cuda" and parts[2].isdigit():
+        parts[1:3] = [f"cuda:{parts[2]}"]
+    return parts
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -321,7 +339,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         choices=["node", "engine", "agreement"], help="what to measure")
     parser.add_argument("--node-runs", type=int, default=50, help="repetitions of each node step")
     parser.add_argument("--engine", nargs="+", default=["tiny_l2cocc_c:cpu:10", "semantickitti_l2cocc_c:cpu:2"],
-                        metavar="PRESET:DEVICE:RUNS[:PRECISION]", help="engine configurations")
+                        metavar="PRESET:DEVICE:RUNS[:PRECISION][:channels_last][:compile]",
+                        help="engine configurations (DEVICE: cpu, cuda or cuda:N)")
     parser.add_argument("--agreement", nargs="+", default=["tiny_l2cocc_c:cpu:fp32:channels_last"],
                         metavar="PRESET:DEVICE:PRECISION[:channels_last][:compile]", help="fast paths to compare")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md", help="markdown report")
@@ -339,8 +358,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "engine" in args.sections:
         results = []
         for spec in args.engine:
-            preset, device, runs, *rest = spec.split(":")
-            kw = {"preset": preset, "device": device, "runs": int(runs), "precision": rest[0] if rest else "fp32"}
+            preset, device, runs, *rest = _split_spec(spec)
+            kw = {"preset": preset, "device": device, "runs": int(runs), "precision": rest[0] if rest else "fp32",
+                  "channels_last": "channels_last" in rest, "compile_model": "compile" in rest}
             results.append(_in_subprocess("engine", kw, args.timeout))
             print(f"{spec}: total p50 {results[-1]['stages']['total']['p50']:.1f} ms", flush=True)
         report += ["## Engine per stage (random weights, synthetic 1241x376 stereo pair)", "",
@@ -349,7 +369,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "agreement" in args.sections:
         rows = []
         for spec in args.agreement:
-            preset, device, precision, *flags = spec.split(":")
+            preset, device, precision, *flags = _split_spec(spec)
             rows.append(_in_subprocess("agreement", {"preset": preset, "device": device, "precision": precision,
                                                      "channels_last": "channels_last" in flags,
                                                      "compile_model": "compile" in flags}, args.timeout))

@@ -23,8 +23,14 @@ def test_machine_info_names_cpu_and_torch():
 
 
 def test_tables():
-    node = bench._node_table([{"step": "grid message", "voxels": 100000, "p50": 1.234, "p95": 2.0, "n": 50}])
-    assert node.splitlines()[-1] == "| grid message | 100000 | 1.23 | 2.00 | 50 |"
+    node = bench._node_table([{"step": "grid message", "voxels": 100000, "p50": 1.234, "p95": 2.0, "n": 50,
+                               "bytes": 2097300}, {"step": "image", "voxels": "-", "p50": 1, "p95": 1, "n": 1}])
+    assert node.splitlines()[-2] == "| grid message | 100000 | 2097300 | 1.23 | 2.00 | 50 |"
+    assert node.splitlines()[-1] == "| image | - | - | 1.00 | 1.00 | 1 |"
+    assert bench._split_spec("semantickitti_l2cocc_c:cuda:0:5:bf16") == ["semantickitti_l2cocc_c", "cuda:0", "5", "bf16"]
+    assert bench._split_spec("tiny_l2cocc_c:cpu:3") == ["tiny_l2cocc_c", "cpu", "3"]
+    with pytest.raises(ValueError, match="runs"):
+        bench.stats_ms([])
 
     def result(device, gpu=None):
         stages = {k: {"p50": 10.0, "p95": 12.0, "n": 3} for k in ("stereo", "image encoder", "model", "total")}
