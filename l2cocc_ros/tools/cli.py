@@ -24,6 +24,7 @@ COMMANDS = {
     "render": ("l2cocc_ros.tools.render", "render a grid (BEV + 3D view) to PNG"),
     "bench": ("l2cocc_ros.tools.bench", "benchmark the node overhead and the engine per stage"),
     "export-onnx": ("l2cocc_ros.tools.export_onnx", "export the camera model to ONNX and check it"),
+    "demo": ("l2cocc_ros.tools.demo", "the end-to-end demo of `make demo` (synthetic bag -> node -> scores)"),
 }
 
 
