@@ -29,7 +29,7 @@ from l2cocc_ros.core.config import ExperimentConfig, ModelConfig, from_dict, to_
 __all__ = [
     "FORMAT", "CONVERT_HINT", "CheckpointError", "CheckpointMismatchError", "LoadReport", "LoadedCheckpoint",
     "save_checkpoint", "load_checkpoint", "load_released", "read_state_dict", "compare_state_dict",
-    "state_dict_sha256", "DERIVED_TENSORS", "is_derived_key",
+    "state_dict_sha256", "DERIVED_TENSORS", "is_derived_key", "load_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -328,3 +328,55 @@ def load_checkpoint(path: PathLike, model: Optional[nn.Module] = None) -> Loaded
         model = build_model(mcfg)
     report = _load_into(model, state_dict, str(path))
     return LoadedCheckpoint(model=model, config=exp, meta=meta, extra=obj.get("extra"), report=report)
+
+
+def load_model(path: PathLike, config: Union[ExperimentConfig, str, None] = None) -> Tuple[nn.Module, ExperimentConfig]:
+    """Build and load the model of any supported checkpoint: the one entry point for tools and the engine.
+
+    Our checkpoints carry their config; the authors' Lightning ``.ckpt`` files and plain state_dicts do not,
+    so ``config`` names the model to build for them (loaded strictly, ``model.`` stripped, ``teacher.*``
+    dropped for a -C model).
+
+    Args:
+        path: checkpoint file (read with ``weights_only=True``).
+        config: an ExperimentConfig, a preset name or a config YAML. Required for released/plain files. For
+            ours, a preset name must equal the stored preset (guards against weights of another variant or
+            dataset), and a given config replaces the stored one (e.g. other evaluation settings).
+
+    Returns:
+        (model in eval mode, its experiment config).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError / CheckpointError / CheckpointMismatchError: a file
+        that cannot be loaded, a missing or conflicting config, or weights that do not fit.
+    """
+    from l2cocc_ros.core.config import get_preset, load_config
+    from l2cocc_ros.core.model.l2cocc import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    exp: Optional[ExperimentConfig] = None
+    if isinstance(config, ExperimentConfig):
+        exp = config
+    elif isinstance(config, str):
+        exp = load_config(config) if Path(config).suffix in (".yaml", ".yml") else get_preset(config)
+    elif config is not None:
+        raise TypeError(f"config must be an ExperimentConfig, a preset name or a YAML path, got {type(config).__name__}")
+    _, kind, obj = read_state_dict(path)
+    if kind != "ours":
+        if exp is None:
+            raise ValueError(f"checkpoint {path} is a {kind} state_dict without a config: give its preset")
+        model = build_model(exp.model)
+        load_released(path, model)
+        return model.eval(), exp
+    stored = (obj.get("meta") or {}).get("preset")
+    if isinstance(config, str) and exp is not None and stored is not None and stored != exp.name:
+        raise ValueError(f"checkpoint {path} holds preset {stored!r}, but {exp.name!r} was configured")
+    if exp is None:
+        stored_exp, _ = _config_of(obj, path)
+        exp = stored_exp if stored_exp is not None else (get_preset(stored) if stored else None)
+        if exp is None:
+            raise ValueError(f"checkpoint {path} records no experiment config or preset; give its preset")
+    loaded = load_checkpoint(path, build_model(exp.model))
+    return loaded.model.eval(), exp

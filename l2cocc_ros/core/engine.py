@@ -143,33 +143,11 @@ class InferenceEngine:
             ValueError: not a loadable checkpoint (``CheckpointError``), weights that do not fit, or a preset
                 that differs from the stored one.
         """
-        from l2cocc_ros.core.checkpoint import load_checkpoint, load_released, read_state_dict
-        from l2cocc_ros.core.model.l2cocc import build_model
+        from l2cocc_ros.core.checkpoint import load_model
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        _, kind, _ = read_state_dict(path)
-        if kind != "ours":
-            if preset is None:
-                raise ValueError(f"checkpoint {path} is a {kind} state_dict without a config: give its preset")
-            mcfg = get_preset(preset).model
-            model = build_model(mcfg)
-            load_released(path, model)
-            logger.info("loaded %s (%s weights) into %s", path, kind, preset)
-            return cls(model, mcfg, device=device, **kwargs)
-        loaded = load_checkpoint(path)
-        stored = loaded.meta.get("preset")
-        if preset is not None and stored is not None and stored != preset:
-            raise ValueError(f"checkpoint {path} holds preset {stored!r}, but preset {preset!r} was configured")
-        if loaded.config is not None:
-            mcfg = loaded.config.model
-        elif stored or preset:
-            mcfg = get_preset(stored or preset).model
-        else:
-            raise ValueError(f"checkpoint {path} records no config or preset; pass preset=")
-        logger.info("loaded %s (%s, sha256 %s)", path, stored, str(loaded.meta.get("state_dict_sha256", ""))[:12])
-        return cls(loaded.model, mcfg, device=device, **kwargs)
+        model, exp = load_model(path, preset)  # CheckpointError is a ValueError
+        logger.info("loaded %s (%s)", path, exp.name)
+        return cls(model, exp.model, device=device, **kwargs)
 
     @classmethod
     def from_preset(cls, preset: str, device: str = "cpu", *, seed: int = 0, **kwargs) -> "InferenceEngine":

@@ -178,27 +178,6 @@ def results_dict(metrics: SSCMetrics, names: Sequence[str]) -> Dict[str, object]
     }
 
 
-def _load_model(checkpoint: Path, config: Optional[str]):
-    """Model + experiment config from our checkpoint (config stored) or a released one (``config`` needed)."""
-    from l2cocc_ros.core.checkpoint import load_checkpoint, load_released, read_state_dict
-    from l2cocc_ros.core.config import get_preset, load_config
-    from l2cocc_ros.core.model.l2cocc import build_model
-
-    if config is None:
-        loaded = load_checkpoint(checkpoint)
-        if loaded.config is None:
-            raise ValueError(f"{checkpoint} stores only a model config; give --config for the dataset settings")
-        return loaded.model, loaded.config
-    cfg = load_config(config) if Path(config).suffix in (".yaml", ".yml") else get_preset(config)
-    model = build_model(cfg.model)
-    _, kind, _ = read_state_dict(checkpoint)
-    if kind == "ours":
-        load_checkpoint(checkpoint, model)
-    else:
-        load_released(checkpoint, model)
-    return model, cfg
-
-
 def _build_dataset(args: argparse.Namespace, cfg):
     from l2cocc_ros.core.data.kitti360 import KITTI360Dataset
     from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset
@@ -246,7 +225,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             metrics = score_predictions(args.dataset, args.predictions, args.sequences, table=table,
                                         progress=progress)
         else:
-            model, cfg = _load_model(args.checkpoint, args.config)
+            from l2cocc_ros.core.checkpoint import load_model
+
+            model, cfg = load_model(args.checkpoint, args.config)
             table = class_table(cfg.model.dataset)
             dataset = _build_dataset(args, cfg)
             metrics = evaluate_model(model, dataset, device=args.device, write_to=args.write_predictions,

@@ -332,21 +332,10 @@ def _load_model(preset: Optional[str], checkpoint: Optional[Path]) -> Tuple[nn.M
         torch.manual_seed(0)
         model = build_model(cfg)
     else:
-        from l2cocc_ros.core.checkpoint import load_checkpoint
+        from l2cocc_ros.core.checkpoint import load_model
 
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-        loaded = load_checkpoint(checkpoint)
-        stored = loaded.meta.get("preset")
-        if preset is not None and stored is not None and stored != preset:
-            raise ValueError(f"checkpoint {checkpoint} holds preset {stored!r}, not {preset!r}")
-        if loaded.config is not None:
-            cfg = loaded.config.model
-        elif stored or preset:
-            cfg = get_preset(stored or preset).model
-        else:
-            raise ValueError(f"checkpoint {checkpoint} records no config; pass --config PRESET")
-        model = loaded.model
+        model, exp = load_model(checkpoint, preset)
+        cfg = exp.model
     if cfg.variant not in ("c", "d"):
         raise ValueError(f"only camera variants (c, d) export to ONNX; {cfg.name} is variant {cfg.variant!r}")
     return model.eval(), cfg

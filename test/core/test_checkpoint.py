@@ -201,3 +201,25 @@ def test_ckpt_check_cli(tmp_path, capsys):
     dump_config(cfg, yaml_cfg)
     assert ckpt_check.main([str(good), "-c", str(yaml_cfg)]) == 0
     assert ckpt_check.main([str(good), "-c", str(tmp_path / "none.yaml")]) == 2
+
+
+def test_load_model_entry_point(tmp_path):
+    from l2cocc_ros.core.checkpoint import load_model
+
+    cfg = get_preset("tiny_l2cocc_l")
+    model = build_model(cfg.model)
+    _perturbed(model, 4)
+    ours = tmp_path / "l.pt"
+    save_checkpoint(ours, model, cfg)
+    loaded, exp = load_model(ours)
+    assert exp == cfg and _same(loaded, model) and not loaded.training
+    assert _same(load_model(ours, "tiny_l2cocc_l")[0], model)
+    with pytest.raises(ValueError, match="holds preset 'tiny_l2cocc_l'"):
+        load_model(ours, "tiny_l2cocc_c")
+    released = tmp_path / "released.ckpt"
+    torch.save({"state_dict": {"model." + k: v for k, v in model.state_dict().items()}, "epoch": 1}, released)
+    with pytest.raises(ValueError, match="without a config"):
+        load_model(released)
+    assert _same(load_model(released, "tiny_l2cocc_l")[0], model)
+    with pytest.raises(FileNotFoundError, match="absent"):
+        load_model(tmp_path / "absent.pt")
