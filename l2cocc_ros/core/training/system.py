@@ -126,6 +126,11 @@ class L2COccSystem(L.LightningModule):
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
         return loss
 
+    def on_train_start(self) -> None:
+        # Lightning 2.x keeps each sub-module's mode; the original (PL 1.7) called model.train() on
+        # everything, so a -D teacher ran in train mode. DistillSegmentor.train() honours teacher_mode.
+        self.model.train()
+
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()
 
