@@ -311,6 +311,40 @@ def _engine_table(results) -> str:
     return "\n".join(lines)
 
 
+def _targets_table(node_rows, engine_results, agreement_rows) -> str:
+    """Issue targets vs what this run measured: met, missed by how much, or not measured."""
+    lines = ["| target | measured | verdict |", "|---|---:|---|"]
+
+    def verdict(value, limit, higher_is_better=False):
+        if higher_is_better:
+            return "met" if value >= limit else f"missed by {limit - value:.2f} points"
+        return "met" if value <= limit else f"missed by {value / limit:.1f}x"
+
+    if node_rows:
+        at = [r for r in node_rows if r["voxels"] in (100_000, "-")]
+        parts = {r["step"]: r["p50"] for r in at if r["step"] != "markers encode"}
+        total = sum(parts.values())
+        lines.append(f"| node overhead p50 at 100k occupied voxels <= 5 ms (2-core CPU) | {total:.1f} ms "
+                     f"({' + '.join(f'{v:.1f}' for v in parts.values())}) | {verdict(total, 5.0)} |")
+    gpu = [r for r in engine_results or [] if str(r["device"]).startswith("cuda") and "semantickitti" in r["preset"]]
+    if gpu:
+        best = min(gpu, key=lambda r: r["stages"]["total"]["p50"])
+        t, mem = best["stages"]["total"]["p50"], best.get("gpu_max_allocated_mb", float("nan"))
+        lines.append(f"| full-resolution end to end (stereo included) p50 <= 40 ms on GPU | {t:.1f} ms "
+                     f"({_path_name(best)}) | {verdict(t, 40.0)} |")
+        lines.append(f"| GPU memory <= 2.5 GB | {mem / 1024:.2f} GB | {verdict(mem / 1024, 2.5)} |")
+    else:
+        lines.append("| full-resolution end to end p50 <= 40 ms, <= 2.5 GB on an H100 | not measured (no GPU in this run) | - |")
+    gpu_agree = [r for r in agreement_rows or [] if str(r["device"]).startswith("cuda")]
+    if gpu_agree:
+        worst = min(gpu_agree, key=lambda r: r["agreement_pct"])
+        lines.append(f"| fast path voxel agreement >= 99.5 % vs fp32 eager | {worst['agreement_pct']:.3f} % | "
+                     f"{verdict(worst['agreement_pct'], 99.5, higher_is_better=True)} |")
+    else:
+        lines.append("| fast path voxel agreement >= 99.5 % on GPU | not measured (no GPU in this run) | - |")
+    return "\n".join(lines)
+
+
 def _path_name(r: Dict[str, object]) -> str:
     return (f"{r['preset']} {r['device']} {r['precision']}" + (" channels_last" if r.get("channels_last") else "")
             + (" compile" if r.get("compile") else ""))
@@ -351,6 +385,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     report = [f"# Benchmark results ({time.strftime('%Y-%m-%d')})", "",
               "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), "",
               f"Command: `l2cocc bench {' '.join(argv if argv is not None else sys.argv[1:])}`", ""]
+    rows = results = agreement = None
     if "node" in args.sections:
         rows = _in_subprocess("node", {"runs": args.node_runs}, args.timeout)
         report += ["## Node overhead per frame (no model)", "", _node_table(rows), ""]
@@ -367,14 +402,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                    _engine_table(results), ""]
         print(report[-2], flush=True)
     if "agreement" in args.sections:
-        rows = []
+        agreement = []
         for spec in args.agreement:
             preset, device, precision, *flags = _split_spec(spec)
-            rows.append(_in_subprocess("agreement", {"preset": preset, "device": device, "precision": precision,
-                                                     "channels_last": "channels_last" in flags,
-                                                     "compile_model": "compile" in flags}, args.timeout))
-        report += ["## Fast path vs fp32 eager (same weights, same input)", "", _agreement_table(rows), ""]
+            agreement.append(_in_subprocess("agreement", {"preset": preset, "device": device, "precision": precision,
+                                                          "channels_last": "channels_last" in flags,
+                                                          "compile_model": "compile" in flags}, args.timeout))
+        report += ["## Fast path vs fp32 eager (same weights, same input)", "", _agreement_table(agreement), ""]
         print(report[-2], flush=True)
+    report += ["## Targets (issue 7)", "", _targets_table(rows, results, agreement), ""]
+    print(report[-2], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(report) + "\n")
     print(f"wrote {args.out}")

@@ -69,3 +69,19 @@ def test_bench_agreement_tiny():
     assert 95.0 <= res["agreement_pct"] <= 100.0  # same weights and input; only the conv memory layout differs
     assert res["channels_last"] is True and res["compile"] is False
     assert np.isfinite(res["agreement_pct"])
+
+
+def test_targets_table_verdicts():
+    rows = [{"step": "image decode + preprocess", "voxels": "-", "p50": 3.0, "p95": 1, "n": 1},
+            {"step": "grid message (fill + publish)", "voxels": 100000, "p50": 0.5, "p95": 1, "n": 1},
+            {"step": "markers encode", "voxels": 100000, "p50": 9.0, "p95": 1, "n": 1},
+            {"step": "markers encode + publish", "voxels": 100000, "p50": 1.0, "p95": 1, "n": 1},
+            {"step": "grid message (fill + publish)", "voxels": 20000, "p50": 99.0, "p95": 1, "n": 1}]
+    lines = bench._targets_table(rows, [], []).splitlines()
+    assert "| 4.5 ms (3.0 + 0.5 + 1.0) | met |" in lines[2]
+    assert "not measured (no GPU in this run)" in lines[3]
+    gpu = [{"preset": "semantickitti_l2cocc_c", "device": "cuda", "precision": "bf16",
+            "stages": {"total": {"p50": 80.0}}, "gpu_max_allocated_mb": 2048.0}]
+    lines = bench._targets_table(None, gpu, [{"device": "cuda:0", "agreement_pct": 99.0}]).splitlines()
+    assert lines[2].endswith("| missed by 2.0x |") and lines[3].endswith("| met |")
+    assert lines[4].endswith("| missed by 0.50 points |")
