@@ -260,7 +260,7 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def save_checkpoint(path: PathLike, model: nn.Module, cfg: Union[ExperimentConfig, ModelConfig],
-                    extra: Optional[Mapping[str, Any]] = None) -> str:
+                    extra: Optional[Mapping[str, Any]] = None, *, weights_dtype: Optional[torch.dtype] = None) -> str:
     """Write ``model``'s weights with their config and metadata.
 
     Args:
@@ -269,9 +269,11 @@ def save_checkpoint(path: PathLike, model: nn.Module, cfg: Union[ExperimentConfi
         cfg: the experiment (or model) config the model was built from.
         extra: optional metadata (tensors, containers and primitives only: it is read back with
             ``weights_only=True``), e.g. ``{"epoch": 3, "metrics": {"mIoU": 0.17}, "source": "..."}``.
+        weights_dtype: store floating-point tensors in this dtype (e.g. ``torch.float16`` halves a shipped
+            file); loading casts them back to the model's dtype.
 
     Returns:
-        The state_dict's SHA-256 (also stored in ``meta``).
+        The SHA-256 of the stored state_dict (also stored in ``meta``).
 
     Raises:
         TypeError: ``cfg`` of the wrong type, or ``extra`` holding an object that could not be read back.
@@ -282,6 +284,8 @@ def save_checkpoint(path: PathLike, model: nn.Module, cfg: Union[ExperimentConfi
     if not isinstance(mcfg, ModelConfig):
         raise TypeError(f"cfg must be an ExperimentConfig or ModelConfig, got {type(cfg).__name__}")
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items() if not is_derived_key(k)}
+    if weights_dtype is not None:
+        state_dict = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     digest = state_dict_sha256(state_dict)
     meta = {"variant": mcfg.variant, "dataset": mcfg.dataset, "preset": mcfg.name,
             "class_names": list(class_table(mcfg.dataset).names), "state_dict_sha256": digest,

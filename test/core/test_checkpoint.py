@@ -223,3 +223,21 @@ def test_load_model_entry_point(tmp_path):
     assert _same(load_model(released, "tiny_l2cocc_l")[0], model)
     with pytest.raises(FileNotFoundError, match="absent"):
         load_model(tmp_path / "absent.pt")
+
+
+def test_half_precision_storage(tmp_path):
+    cfg = get_preset("tiny_l2cocc_l")
+    model = build_model(cfg.model)
+    _perturbed(model, 5)
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    save_checkpoint(full, model, cfg)
+    save_checkpoint(half, model, cfg, weights_dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    stored, _, _ = read_state_dict(half)
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    loaded = load_checkpoint(half).model
+    for k, v in loaded.state_dict().items():
+        ref = model.state_dict()[k]
+        assert v.dtype == ref.dtype
+        expected = ref.to(torch.float16).to(ref.dtype) if ref.is_floating_point() and not is_derived_key(k) else ref
+        assert torch.equal(v, expected), k
