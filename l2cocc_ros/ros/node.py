@@ -125,7 +125,8 @@ class L2COccNode(Node):
     def _build_engine(self, cfg: NodeConfig) -> InferenceEngine:
         stereo = get_stereo_backend(cfg.stereo_backend, **cfg.stereo_options)
         kw = dict(device=cfg.device, stereo_backend=stereo, precision=cfg.precision,
-                  with_confidence=cfg.publish_confidence)
+                  with_confidence=cfg.publish_confidence, channels_last=cfg.channels_last,
+                  compile_model=cfg.compile_model)
         if cfg.checkpoint:
             return InferenceEngine.from_checkpoint(cfg.checkpoint, preset=cfg.preset, **kw)
         self.get_logger().warning(f"checkpoint is empty and allow_random_weights is true: {cfg.preset} runs with "

@@ -211,8 +211,8 @@ def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str
 
     from l2cocc_ros.core.engine import InferenceEngine
 
-    engine = InferenceEngine.from_preset(preset, device=device, precision=precision)
-    _apply_fast_path(engine, channels_last, compile_model)
+    engine = InferenceEngine.from_preset(preset, device=device, precision=precision, channels_last=channels_last,
+                                         compile_model=compile_model)
     dev = engine.device
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     left, right, p2, p3, t_velo_cam, pts = _synthetic_frame()
@@ -240,19 +240,6 @@ def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str
     return out
 
 
-def _apply_fast_path(engine, channels_last: bool, compile_model: bool) -> None:
-    import torch
-
-    if channels_last:  # 4-D conv weights -> channels_last, 5-D -> channels_last_3d
-        for module in engine.model.modules():
-            w = getattr(module, "weight", None)
-            if isinstance(w, torch.Tensor) and w.dim() in (4, 5):
-                fmt = torch.channels_last if w.dim() == 4 else torch.channels_last_3d
-                module.to(memory_format=fmt)
-    if compile_model:
-        engine.model = torch.compile(engine.model)
-
-
 def bench_agreement(preset: str, device: str, precision: str, channels_last: bool = False,
                     compile_model: bool = False, seed: int = 0) -> Dict[str, object]:
     """Labels of a fast path vs fp32 eager on the same input (same weights)."""
@@ -261,8 +248,8 @@ def bench_agreement(preset: str, device: str, precision: str, channels_last: boo
     left, right, p2, p3, t_velo_cam, pts = _synthetic_frame()
     ref = InferenceEngine.from_preset(preset, device=device, seed=seed).infer(left, right, p2, p3, t_velo_cam,
                                                                               points=pts).labels
-    fast = InferenceEngine.from_preset(preset, device=device, seed=seed, precision=precision)
-    _apply_fast_path(fast, channels_last, compile_model)
+    fast = InferenceEngine.from_preset(preset, device=device, seed=seed, precision=precision,
+                                       channels_last=channels_last, compile_model=compile_model)
     got = fast.infer(left, right, p2, p3, t_velo_cam, points=pts).labels
     inter = np.logical_and(ref > 0, got > 0).sum()
     union = np.logical_or(ref > 0, got > 0).sum()

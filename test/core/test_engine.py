@@ -141,3 +141,16 @@ def test_device_and_precision_checks():
     with pytest.raises(ValueError, match="precision must be one of"):
         InferenceEngine(torch.nn.Linear(1, 1), __import__("l2cocc_ros.core.config", fromlist=["x"]).get_preset(
             "tiny_l2cocc_c").model, precision="int4")
+
+
+def test_fast_path_options_keep_the_labels():
+    """channels_last (and the option plumbing) gives the same labels as the plain fp32 engine on CPU."""
+    from l2cocc_ros.tools.bench import _synthetic_frame
+
+    left, right, p2, p3, t, _ = _synthetic_frame(310, 94)
+    ref = InferenceEngine.from_preset("tiny_l2cocc_c", seed=3).infer(left, right, p2, p3, t).labels
+    fast = InferenceEngine.from_preset("tiny_l2cocc_c", seed=3, channels_last=True)
+    conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    got = fast.infer(left, right, p2, p3, t).labels
+    assert (got == ref).mean() > 0.99
