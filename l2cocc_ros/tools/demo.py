@@ -73,7 +73,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, rate: float = 0.1,
-             width: int = 620, height: int = 188, renders: int = 2, timeout_s: float = 600.0) -> Dict[str, object]:
+             width: int = 1241, height: int = 376, renders: int = 2, timeout_s: float = 600.0) -> Dict[str, object]:
     """Run the demo; returns the scorer's summary plus drop counts. Raises RuntimeError with the log tail."""
     from l2cocc_ros.tools.kitti2bag import BagNames
 
