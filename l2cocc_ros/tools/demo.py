@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CHECKPOINT = REPO / "l2cocc_ros" / "checkpoints" / "tiny_l2cocc_c.pt"
+DEFAULT_CHECKPOINT = REPO / "l2cocc_ros" / "checkpoints" / "tiny_l2cocc_l.pt"
 
 __all__ = ["DEFAULT_CHECKPOINT", "run_demo", "main"]
 
@@ -62,6 +62,17 @@ def _ensure_bag(root: Path, bag: Path, rewrite: bool) -> None:
     print(f"[demo] wrote bag {bag} ({len(summary.frames)} frames)", flush=True)
 
 
+def _checkpoint_meta(checkpoint: Path) -> Dict[str, str]:
+    """Variant and preset recorded in one of our checkpoints (the node is configured from them)."""
+    from l2cocc_ros.core.checkpoint import read_state_dict
+
+    _, kind, obj = read_state_dict(checkpoint)
+    meta = (obj.get("meta") or {}) if kind == "ours" else {}
+    if not meta.get("variant") or not meta.get("preset"):
+        raise ValueError(f"checkpoint {checkpoint} records no variant/preset; the demo needs an l2cocc_ros checkpoint")
+    return {"variant": str(meta["variant"]), "preset": str(meta["preset"])}
+
+
 def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -92,14 +103,16 @@ def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, 
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_messages.xml"))
     env["PYTHONUNBUFFERED"] = "1"
     names = BagNames()
+    meta = _checkpoint_meta(checkpoint)
     node_cmd = _python(
         "l2cocc_ros.ros.node", "--ros-args",
         "--params-file", str(REPO / "config" / "l2cocc_node.param.yaml"),
         "--params-file", str(REPO / "config" / "common.param.yaml"),
-        "-p", "variant:=c", "-p", "preset:=tiny_l2cocc_c", "-p", f"checkpoint:={checkpoint}",
+        "-p", f"variant:={meta['variant']}", "-p", f"preset:={meta['preset']}", "-p", f"checkpoint:={checkpoint}",
         "-p", "device:=cpu", "-p", "precision:=fp32",
         "-r", f"~/input/left/image:={names.left_image}", "-r", f"~/input/left/camera_info:={names.left_info}",
-        "-r", f"~/input/right/image:={names.right_image}", "-r", f"~/input/right/camera_info:={names.right_info}")
+        "-r", f"~/input/right/image:={names.right_image}", "-r", f"~/input/right/camera_info:={names.right_info}",
+        "-r", f"~/input/pointcloud:={names.pointcloud}")
     pred = out / "predictions"
     score_json = out / "score.json"
     score_cmd = _python("l2cocc_ros.tools.score", "-d", str(data), "-s", "08", "-o", str(pred),
@@ -133,6 +146,7 @@ def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, 
     summary["frames_sent"] = frames
     summary["dropped"] = frames - summary["frames"]
     summary["replay_exit_code"] = replay_rc
+    summary["model"] = f"{meta['preset']} (L2COcc-{meta['variant'].upper()})"
     summary["renders"] = _render(data, pred, out, summary, renders)
     return summary
 
@@ -148,7 +162,7 @@ def _render(data: Path, pred: Path, out: Path, summary: Dict[str, object], count
     for path in files[:: max(1, len(files) // max(count, 1))][:count]:
         labels = read_prediction(path, table)
         gt = load_ground_truth(data, "08", path.stem, table)
-        image = render_grid(labels, table, gt=gt, title=f"l2cocc demo: tiny L2COcc-C, synthetic seq 08 frame {path.stem}")
+        image = render_grid(labels, table, gt=gt, title=f"l2cocc demo: {summary['model']}, synthetic seq 08 frame {path.stem}")
         target = out / f"frame_{path.stem}.png"
         image.save(target)
         written.append(str(target))
@@ -162,7 +176,7 @@ def _table(summary: Dict[str, object]) -> str:
     def ms(v):
         return "n/a" if v is None else f"{v:.0f}"
 
-    rows = [("frames sent", summary["frames_sent"]), ("grids received", summary["frames"]),
+    rows = [("model", summary["model"]), ("frames sent", summary["frames_sent"]), ("grids received", summary["frames"]),
             ("dropped (newest frame wins)", summary["dropped"]), ("scored frames", summary["scored_frames"]),
             ("latency p50 [ms]", ms(summary["latency_ms_p50"])), ("latency p95 [ms]", ms(summary["latency_ms_p95"])),
             ("IoU [%]", pct(summary["iou"])), ("mIoU [%]", pct(summary["miou"]))]
@@ -174,7 +188,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "demo_out", help="output folder")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="tiny -C checkpoint")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                        help="an l2cocc_ros checkpoint (its preset and variant configure the node)")
     parser.add_argument("--frames", type=int, default=8, help="frames of the synthetic sequence")
     parser.add_argument("--seed", type=int, default=1234, help="world seed (not one used in training)")
     parser.add_argument("--rate", type=float, default=0.1, help="replay speed (0.1: one frame per second)")
@@ -184,7 +199,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         summary = run_demo(args.out, args.checkpoint, frames=args.frames, seed=args.seed, rate=args.rate,
                            timeout_s=args.timeout)
-    except (FileNotFoundError, RuntimeError) as exc:
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"make demo: error: {exc}", file=sys.stderr)
         return 1
     print(_table(summary))
