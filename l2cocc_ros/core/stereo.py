@@ -231,7 +231,13 @@ class SGBMStereo(StereoBackend):
         return disp
 
 
-_REGISTRY: Dict[str, Callable[..., StereoBackend]] = {"sgbm": SGBMStereo}
+def _torch_census(**kwargs) -> StereoBackend:
+    from l2cocc_ros.core.stereo_torch import TorchCensusStereo  # imports torch only when chosen
+
+    return TorchCensusStereo(**kwargs)
+
+
+_REGISTRY: Dict[str, Callable[..., StereoBackend]] = {"sgbm": SGBMStereo, "torch_census": _torch_census}
 
 
 def register_stereo_backend(name: str, factory: Callable[..., StereoBackend], *, overwrite: bool = False) -> None:

@@ -1,0 +1,48 @@
+"""The torch census stereo backend: known disparities, invalid regions, registry, and agreement with SGBM."""
+import numpy as np
+import pytest
+
+from l2cocc_ros.core import stereo
+from l2cocc_ros.core.stereo_torch import TorchCensusStereo
+
+from test_stereo import BASELINE, F_PX, _right_from_left, _texture  # noqa: E402  (same folder)
+
+
+@pytest.mark.parametrize("downscale", [1, 2])
+def test_constant_disparity(downscale):
+    h, w, d = 96, 320, 24.0
+    left = _texture(h, w)
+    right = _right_from_left(left, np.full((h, w), d))
+    backend = stereo.get_stereo_backend("torch_census", num_disparities=64, downscale=downscale, device="cpu")
+    disp = backend.disparity(left, right)
+    valid = disp > 0
+    assert valid[:, 80:].mean() > 0.9
+    assert np.median(np.abs(disp[valid] - d)) < 0.3 * downscale
+    depth = backend.compute(left, right, F_PX, BASELINE)
+    inner = depth[:, 80:][valid[:, 80:]]
+    assert np.median(np.abs(inner - F_PX * BASELINE / d) / (F_PX * BASELINE / d)) < 0.02
+
+
+def test_sloped_disparity_matches_sgbm():
+    h, w = 96, 320
+    left = _texture(h, w, seed=3)
+    disp_true = np.tile(np.linspace(10.0, 30.0, h, dtype=np.float32)[:, None], (1, w))  # ground-like
+    right = _right_from_left(left, disp_true)
+    ours = TorchCensusStereo(num_disparities=48, device="cpu").disparity(left, right)
+    sgbm = stereo.SGBMStereo(num_disparities=48).disparity(left, right)
+    both = (ours > 0) & (sgbm > 0)
+    both[:, :50] = False
+    assert both.mean() > 0.6
+    assert np.median(np.abs(ours[both] - disp_true[both])) < 0.5
+    assert np.median(np.abs(ours[both] - sgbm[both])) < 0.5
+
+
+def test_textureless_is_invalid_and_bad_options_are_named():
+    flat = np.full((64, 160, 3), 128, np.uint8)
+    disp = TorchCensusStereo(num_disparities=32, device="cpu").disparity(flat, flat)
+    assert (disp <= 0).mean() > 0.95
+    with pytest.raises(ValueError, match="num_disparities"):
+        stereo.get_stereo_backend("torch_census", num_disparities=20)
+    with pytest.raises(ValueError, match="block_size"):
+        TorchCensusStereo(block_size=4)
+    assert "torch_census" in stereo.available_stereo_backends()
