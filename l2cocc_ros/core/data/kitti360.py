@@ -83,12 +83,7 @@ class KITTI360Dataset(SSCDatasetBase):
             "right": d2 / "image_01" / "data_rect" / f"{fid}.png",
             "velodyne": self.root / "data_3d_raw" / seq / "velodyne_points" / "data" / f"{fid}.bin",
         }
-        if self.stereo_root is not None:
-            out["stereo"] = self.stereo_root / "sequences" / seq / f"{fid}.npy"
-        if self.labels_root is not None:
-            out["label_1_1"] = self.labels_root / seq / f"{fid}_1_1.npy"
-            out["label_1_2"] = self.labels_root / seq / f"{fid}_1_2.npy"
-        return out
+        return {**out, **self.preprocessed_paths(seq, fid)}
 
     def calibration(self, seq: str) -> Dict[str, np.ndarray]:
         return kitti360_calibration()

@@ -146,6 +146,16 @@ class SSCDatasetBase(Dataset):
         """Paths of one frame: left, right, velodyne, stereo, label_1_1, label_1_2, voxel_label, invalid."""
         raise NotImplementedError
 
+    def preprocessed_paths(self, seq: str, fid: str) -> Dict[str, Path]:
+        """Paths written by ``l2cocc preprocess`` (stereo depth, 1:1 and 1:2 labels) when those roots are set."""
+        out: Dict[str, Path] = {}
+        if self.stereo_root is not None:
+            out["stereo"] = self.stereo_root / "sequences" / seq / f"{fid}.npy"
+        if self.labels_root is not None:
+            out["label_1_1"] = self.labels_root / seq / f"{fid}_1_1.npy"
+            out["label_1_2"] = self.labels_root / seq / f"{fid}_1_2.npy"
+        return out
+
     def calibration(self, seq: str) -> Dict[str, np.ndarray]:
         """4x4 ``P2``, ``P3`` and ``Tr`` (velodyne -> camera) of a sequence."""
         raise NotImplementedError
@@ -291,12 +301,7 @@ class SemanticKITTIDataset(SSCDatasetBase):
             "voxel_label": d / "voxels" / f"{fid}.label",
             "invalid": d / "voxels" / f"{fid}.invalid",
         }
-        if self.stereo_root is not None:
-            out["stereo"] = self.stereo_root / "sequences" / seq / f"{fid}.npy"
-        if self.labels_root is not None:
-            out["label_1_1"] = self.labels_root / seq / f"{fid}_1_1.npy"
-            out["label_1_2"] = self.labels_root / seq / f"{fid}_1_2.npy"
-        return out
+        return {**out, **self.preprocessed_paths(seq, fid)}
 
     def calibration_files(self, seq: str) -> List[Path]:
         return [self.seq_dir(seq) / "calib.txt"]

@@ -18,7 +18,6 @@ come from the class table (:func:`l2cocc_ros.core.classes.semantic_kitti`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Dict, Tuple
 
 import numpy as np

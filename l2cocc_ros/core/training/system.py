@@ -85,9 +85,7 @@ class L2COccSystem(L.LightningModule):
             if variant != "d":
                 raise ValueError(f"--teacher is only for variant 'd' (config {cfg.name!r} is {variant!r})")
             report = load_released(teacher_ckpt, self.model.teacher)
-            logger.info("teacher loaded from %s (%d parameters)", teacher_ckpt,
-                        sum(p.numel() for p in self.model.teacher.parameters()))
-            del report
+            logger.info("teacher loaded from %s (%d parameters)", teacher_ckpt, report.num_params)
         if variant == "d":
             for p in self.model.teacher.parameters():
                 p.requires_grad_(False)
