@@ -30,6 +30,7 @@ __all__ = [
     "CameraGeometry",
     "camera_geometry",
     "normalize_image",
+    "normalisation_lut",
     "color_jitter",
     "lidar_depth_map",
     "mlp_input",
@@ -257,7 +258,7 @@ def camera_geometry(
     )
 
 
-def _normalisation_lut() -> np.ndarray:
+def normalisation_lut() -> np.ndarray:
     """(3, 256) float32: the normalised value of every uint8 level per channel.
 
     Built with exactly the float32 operations of the float path (``/ 255``, ``- mean``, ``/ std``), so
@@ -269,7 +270,7 @@ def _normalisation_lut() -> np.ndarray:
 
 _MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)
 _STD = torch.tensor(IMAGENET_STD, dtype=torch.float32)
-_LUT = _normalisation_lut()
+_LUT = normalisation_lut()
 
 
 def _unit_float(rgb: np.ndarray) -> torch.Tensor:
@@ -280,7 +281,7 @@ def _unit_float(rgb: np.ndarray) -> torch.Tensor:
 def normalize_image(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
     """ImageNet-normalise an image: (H, W, 3) uint8 or (3, H, W) float in [0, 1] -> (3, H, W) float32.
 
-    uint8 images go through a per-channel 256-entry look-up table (:func:`_normalisation_lut`), bit-identical
+    uint8 images go through a per-channel 256-entry look-up table (:func:`normalisation_lut`), bit-identical
     to ``(x / 255 - mean) / std`` in float32. Float inputs are not modified.
     """
     if isinstance(rgb, np.ndarray):

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from l2cocc_ros.core.camera import build_camera_inputs
+from l2cocc_ros.core.camera import ResizeCrop, build_camera_inputs, camera_geometry
 from l2cocc_ros.core.config import ModelConfig, get_preset
+from l2cocc_ros.core.resize_torch import DeviceResizeCrop
 from l2cocc_ros.core.stereo import StereoBackend, get_stereo_backend, stereo_baseline
 
 __all__ = ["EngineResult", "InferenceEngine", "resolve_device", "to_channels_last", "PRECISIONS"]
@@ -86,6 +87,9 @@ class InferenceEngine:
         resample: PIL resampling of the image resize ("bicubic" as the original).
         channels_last: store 4-D/5-D conv weights channels-last (faster convolutions on GPUs with tensor cores).
         compile_model: wrap the model in ``torch.compile`` (first frames compile; later ones run faster).
+        device_preprocess: resize, crop and normalise the image and the stereo depth on ``device`` with
+            :class:`~l2cocc_ros.core.resize_torch.DeviceResizeCrop` (bit-identical to the Pillow path). Frees
+            ~15 ms of CPU per frame next to a GPU; on a CPU-only machine the Pillow path is faster.
 
     Raises:
         TypeError: ``model`` is not an nn.Module or ``cfg`` not a ModelConfig.
@@ -110,6 +114,7 @@ class InferenceEngine:
         resample: str = "bicubic",
         channels_last: bool = False,
         compile_model: bool = False,
+        device_preprocess: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -128,6 +133,10 @@ class InferenceEngine:
         self.precision = precision
         self.with_confidence = bool(with_confidence)
         self.resample = resample
+        self.device_preprocess = bool(device_preprocess)
+        if self.device_preprocess:  # refuse a non-convolution resampling now, not on the first frame
+            DeviceResizeCrop(ResizeCrop.from_sizes(cfg.image_size, cfg.image_size, resample), "cpu")
+        self._resizers: Dict[tuple, DeviceResizeCrop] = {}  # per original image size
 
     @property
     def needs_points(self) -> bool:
@@ -228,10 +237,11 @@ class InferenceEngine:
         timings["model"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         with torch.no_grad():
-            idx = logits.argmax(dim=0)  # (X, Y, Z)
+            # max() gives argmax's indices (first maximum on ties) ~3x faster on CPU, and the top logit
+            top, idx = logits.max(dim=0)  # (X, Y, Z)
             confidence = None
-            if self.with_confidence:
-                prob = torch.softmax(logits.float(), dim=0).gather(0, idx[None])[0]
+            if self.with_confidence:  # softmax probability of the top class: 1 / sum_c exp(l_c - l_top)
+                prob = torch.exp(logits.float() - top.float()).sum(dim=0).reciprocal_()
                 confidence = prob.cpu().numpy().astype(np.float32)
             labels = idx.to(torch.uint8).cpu().numpy()
         timings["argmax"] = (time.perf_counter() - t0) * 1e3
@@ -264,10 +274,27 @@ class InferenceEngine:
         depth = self.stereo.compute(left, right, float(p2[0, 0]), baseline)  # (H, W) metres, 0 = invalid
         timings["stereo"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        inputs, _ = build_camera_inputs(left, p2, self.cfg.image_size, stereo_depth=depth,
-                                        T_grid_from_cam=np.asarray(T_grid_from_cam, dtype=np.float64),
-                                        resample=self.resample)
+        T = np.asarray(T_grid_from_cam, dtype=np.float64)
+        if self.device_preprocess:
+            inputs = self._device_camera_inputs(left, p2, depth, T)
+        else:
+            inputs, _ = build_camera_inputs(left, p2, self.cfg.image_size, stereo_depth=depth, T_grid_from_cam=T,
+                                            resample=self.resample)
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+        return inputs
+
+    def _device_camera_inputs(self, left: np.ndarray, p2: np.ndarray, depth: np.ndarray,
+                              T: np.ndarray) -> Dict[str, torch.Tensor]:
+        """As ``build_camera_inputs``, with the pixel work done on the engine's device."""
+        rc = ResizeCrop.from_sizes(left.shape[:2], self.cfg.image_size, self.resample)
+        resizer = self._resizers.get(rc.orig_hw)
+        if resizer is None:
+            resizer = self._resizers[rc.orig_hw] = DeviceResizeCrop(rc, self.device)
+        image = torch.from_numpy(np.ascontiguousarray(left)).to(self.device, non_blocking=True).permute(2, 0, 1)
+        inputs = resizer.inputs(image, torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)))
+        inputs.update(camera_geometry(p2, rc, T_grid_from_cam=T).as_tensors())
+        if self.device.type == "cuda":  # account the device work to this stage
+            torch.cuda.synchronize(self.device)
         return inputs
 
     def _lidar_inputs(self, points, timings) -> Dict[str, torch.Tensor]:

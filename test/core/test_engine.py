@@ -154,3 +154,31 @@ def test_fast_path_options_keep_the_labels():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     got = fast.infer(left, right, p2, p3, t).labels
     assert (got == ref).mean() > 0.99
+
+
+def test_device_preprocessing_feeds_the_model_the_same_tensors(engine, first):
+    """device_preprocess=True (torch resize on the engine's device) gives the model bit-identical inputs."""
+    fast = InferenceEngine(engine.model, engine.cfg, stereo_backend=engine.stereo, device_preprocess=True)
+    seen = spy_on(engine.model)
+    try:
+        res = fast.infer(*stereo_pair(), P2, P3, T_GRID_FROM_CAM)
+    finally:
+        del engine.model.forward
+    assert set(seen["inputs"]) == set(first.seen["inputs"])
+    for key, value in first.seen["inputs"].items():
+        torch.testing.assert_close(seen["inputs"][key], value, rtol=0, atol=0)
+    np.testing.assert_array_equal(res.labels, first.labels)
+    with pytest.raises(ValueError, match="device preprocessing supports resample"):
+        InferenceEngine(engine.model, engine.cfg, device_preprocess=True, resample="nearest")
+
+
+def test_confidence_is_the_softmax_probability_of_the_label(engine):
+    seen = spy_on(engine.model)
+    try:
+        res = InferenceEngine(engine.model, engine.cfg, stereo_backend=engine.stereo, with_confidence=True).infer(
+            *stereo_pair(1), P2, P3, T_GRID_FROM_CAM)
+    finally:
+        del engine.model.forward
+    prob = torch.softmax(seen["logits"][0], 0)
+    np.testing.assert_array_equal(res.labels, prob.argmax(0).numpy())
+    np.testing.assert_allclose(res.confidence, prob.max(0).values.numpy(), rtol=1e-5, atol=1e-6)
