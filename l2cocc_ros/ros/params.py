@@ -80,6 +80,9 @@ PARAMS: Tuple[ParamSpec, ...] = (
     _S("precision", "string", "autocast precision on CUDA (CPU always runs fp32)", choices=("fp32", "fp16", "bf16")),
     _S("fast.channels_last", "bool", "channels-last conv weights (faster on GPUs with tensor cores)", default=False),
     _S("fast.compile", "bool", "torch.compile the model (slow first frames, faster later ones)", default=False),
+    _S("fast.device_preprocess", "bool", "resize/crop/normalise the image and stereo depth on the model's device "
+       "(bit-identical to Pillow; frees ~15 ms CPU per frame next to a GPU, slower on a CPU-only machine)",
+       default=False),
     _S("publish_confidence", "bool", "fill the grid's per-voxel confidence (softmax probability of the label)"),
     _S("stereo.backend", "string", "stereo depth backend name (core.stereo registry)"),
     _S("stereo.num_disparities", "integer", "SGBM disparity range at full resolution [px], multiple of 16",
@@ -140,6 +143,7 @@ class NodeConfig:
     precision: str
     channels_last: bool
     compile_model: bool
+    device_preprocess: bool
     publish_confidence: bool
     stereo_backend: str
     stereo_options: Dict[str, int]
@@ -209,7 +213,9 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     return NodeConfig(
         grid_frame=v["grid_frame"], variant=v["variant"], preset=v["preset"], checkpoint=v["checkpoint"],
         allow_random_weights=v["allow_random_weights"], device=v["device"], precision=v["precision"],
-        channels_last=v["fast.channels_last"], compile_model=v["fast.compile"], publish_confidence=v["publish_confidence"], stereo_backend=v["stereo.backend"],
+        channels_last=v["fast.channels_last"], compile_model=v["fast.compile"],
+        device_preprocess=v["fast.device_preprocess"], publish_confidence=v["publish_confidence"],
+        stereo_backend=v["stereo.backend"],
         stereo_options={"num_disparities": int(v["stereo.num_disparities"]), "block_size": int(v["stereo.block_size"]),
                         "downscale": int(v["stereo.downscale"])},
         sync_queue_size=int(v["sync.queue_size"]), sync_slop_s=float(v["sync.slop_s"]),
