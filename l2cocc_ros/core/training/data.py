@@ -20,9 +20,10 @@ import logging
 from typing import Any, Dict, List, Mapping, Optional
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = ["UNBATCHED_KEYS", "collate_single", "batch_to_device", "L2COccDataModule"]
 
@@ -96,7 +97,11 @@ def batch_to_device(batch: Any, device: torch.device) -> Any:
 class L2COccDataModule(L.LightningDataModule):
     """Train / validation loaders with batch size 1 (shuffled, drop_last, as the original).
 
-    Under DDP Lightning wraps the loaders with a ``DistributedSampler`` (each process sees its shard).
+    Under DDP each process sees its shard. Training: Lightning's ``DistributedSampler`` (shuffled; it pads
+    the split so all processes run the same number of steps). Validation: an
+    ``UnrepeatedDistributedSampler`` (frames ``rank, rank + world_size, ...``, no padding), so the
+    confusion matrix summed over the processes counts every frame exactly once; Lightning leaves a
+    loader whose sampler is a ``DistributedSampler`` as it is.
 
     Args:
         train_set: map-style dataset of training samples.
@@ -113,15 +118,29 @@ class L2COccDataModule(L.LightningDataModule):
         self.train_set, self.val_set = train_set, val_set
         self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=1, shuffle=shuffle, drop_last=shuffle, collate_fn=collate_single,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+    def _loader(self, dataset: Dataset, shuffle: bool, sampler: Optional[Sampler] = None) -> DataLoader:
+        return DataLoader(dataset, batch_size=1, shuffle=shuffle, sampler=sampler, drop_last=shuffle,
+                          collate_fn=collate_single, num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> Any:
+        """The validation loader; under DDP this process's share of the frames, none repeated.
+
+        Raises:
+            ValueError: under DDP, fewer validation frames than processes (a process without a frame
+                would leave the others waiting in the collective calls of validation).
+        """
         if self.val_set is None or len(self.val_set) == 0:
             return []
-        return self._loader(self.val_set, shuffle=False)
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if world_size <= 1:
+            return self._loader(self.val_set, shuffle=False)
+        if len(self.val_set) < world_size:
+            raise ValueError(f"the validation set has {len(self.val_set)} frames, fewer than the {world_size} "
+                             "DDP processes; use more validation frames or fewer processes")
+        sampler = UnrepeatedDistributedSampler(self.val_set, num_replicas=world_size,
+                                               rank=self.trainer.global_rank, shuffle=False)
+        return self._loader(self.val_set, shuffle=False, sampler=sampler)
