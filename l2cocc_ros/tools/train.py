@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences-val", nargs="*", default=None, help="validation sequences (default: the paper split)")
     p.add_argument("--out", "-o", required=True, help="run directory")
     p.add_argument("--max-steps", type=int, default=None, help="optimiser steps (default: the config's train.steps)")
-    p.add_argument("--devices", default="1", help="devices per node (a number or 'auto'); >1 = DDP + SyncBN")
+    p.add_argument("--devices", default="1", help="devices per node (a number or 'auto'); >1 = DDP (+ SyncBN on GPUs)")
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"], help="device type")
     p.add_argument("--num-nodes", type=int, default=1, help="nodes (DDP across nodes)")
     p.add_argument("--val-every", type=int, default=500, help="validate every N steps")
