@@ -9,7 +9,8 @@ version), to ``bench/RESULTS.md``:
 * ``engine``: per stage (stereo, preprocess, image encoder, depth net, lift-splat, voxel proposal, EVT,
   3D backbone, TPV, head, argmax) and end to end, for a preset on a device, with peak memory (CPU RSS of
   a fresh process per configuration; GPU max allocated).
-* ``agreement``: a fast path (autocast precision, channels_last, torch.compile) against fp32 eager on the
+* ``agreement``: a fast path (autocast precision, channels_last, torch.compile, device preprocessing) against
+  fp32 eager on the
   same inputs: % of voxels with the same label and the IoU between the two outputs.
 
 Each engine configuration runs in its own subprocess so peak RSS belongs to it alone.
@@ -32,6 +33,9 @@ import numpy as np
 __all__ = ["stats_ms", "machine_info", "bench_node", "bench_engine", "bench_agreement", "main"]
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: fast-path flags of a spec (``PRESET:DEVICE:...:channels_last:compile``) -> InferenceEngine keyword
+FAST_FLAGS = {"channels_last": "channels_last", "compile": "compile_model", "device_preprocess": "device_preprocess"}
 
 # model stages, in forward order: (name, top-level attributes of the segmentor)
 STAGES = (
@@ -122,6 +126,9 @@ def bench_node(runs: int = 50, voxel_counts: Sequence[int] = (20_000, 100_000, 2
 
     rows.append({"step": "image decode + preprocess (1241x376 -> 384x1280)", "voxels": "-",
                  **_time(decode_preprocess, runs)})
+    # with fast.device_preprocess the node only decodes; resize/normalise run on the model's device
+    rows.append({"step": "image decode only (fast.device_preprocess)", "voxels": "-",
+                 **_time(lambda: image_to_rgb(image), runs)})
     rclpy.init()
     try:
         node = rclpy.create_node("l2cocc_bench")
@@ -205,14 +212,15 @@ def _stage_hooks(model, records: Dict[str, float], sync: Callable[[], None]):
 
 
 def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str = "fp32",
-                 channels_last: bool = False, compile_model: bool = False) -> Dict[str, object]:
+                 channels_last: bool = False, compile_model: bool = False,
+                 device_preprocess: bool = False) -> Dict[str, object]:
     """Per-stage and end-to-end times of one preset (random weights; timing does not depend on them)."""
     import torch
 
     from l2cocc_ros.core.engine import InferenceEngine
 
     engine = InferenceEngine.from_preset(preset, device=device, precision=precision, channels_last=channels_last,
-                                         compile_model=compile_model)
+                                         compile_model=compile_model, device_preprocess=device_preprocess)
     dev = engine.device
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     left, right, p2, p3, t_velo_cam, pts = _synthetic_frame()
@@ -233,7 +241,8 @@ def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str
     for h in hooks:
         h.remove()
     out = {"preset": preset, "device": str(dev), "precision": precision, "channels_last": channels_last,
-           "compile": compile_model, "stages": {k: stats_ms(v) for k, v in samples.items()},
+           "compile": compile_model, "device_preprocess": device_preprocess,
+           "stages": {k: stats_ms(v) for k, v in samples.items()},
            "cpu_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     if dev.type == "cuda":
         out["gpu_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
@@ -241,7 +250,7 @@ def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str
 
 
 def bench_agreement(preset: str, device: str, precision: str, channels_last: bool = False,
-                    compile_model: bool = False, seed: int = 0) -> Dict[str, object]:
+                    compile_model: bool = False, device_preprocess: bool = False, seed: int = 0) -> Dict[str, object]:
     """Labels of a fast path vs fp32 eager on the same input (same weights)."""
     from l2cocc_ros.core.engine import InferenceEngine
 
@@ -249,12 +258,13 @@ def bench_agreement(preset: str, device: str, precision: str, channels_last: boo
     ref = InferenceEngine.from_preset(preset, device=device, seed=seed).infer(left, right, p2, p3, t_velo_cam,
                                                                               points=pts).labels
     fast = InferenceEngine.from_preset(preset, device=device, seed=seed, precision=precision,
-                                       channels_last=channels_last, compile_model=compile_model)
+                                       channels_last=channels_last, compile_model=compile_model,
+                                       device_preprocess=device_preprocess)
     got = fast.infer(left, right, p2, p3, t_velo_cam, points=pts).labels
     inter = np.logical_and(ref > 0, got > 0).sum()
     union = np.logical_or(ref > 0, got > 0).sum()
     return {"preset": preset, "device": device, "precision": precision, "channels_last": channels_last,
-            "compile": compile_model, "agreement_pct": float(100.0 * (ref == got).mean()),
+            "compile": compile_model, "device_preprocess": device_preprocess, "agreement_pct": float(100.0 * (ref == got).mean()),
             "occupancy_iou_pct": float(100.0 * inter / max(union, 1))}
 
 
@@ -308,11 +318,14 @@ def _targets_table(node_rows, engine_results, agreement_rows) -> str:
         return "met" if value <= limit else f"missed by {value / limit:.1f}x"
 
     if node_rows:
-        at = [r for r in node_rows if r["voxels"] in (100_000, "-")]
-        parts = {r["step"]: r["p50"] for r in at if r["step"] != "markers encode"}
-        total = sum(parts.values())
-        lines.append(f"| node overhead p50 at 100k occupied voxels <= 5 ms (2-core CPU) | {total:.1f} ms "
-                     f"({' + '.join(f'{v:.1f}' for v in parts.values())}) | {verdict(total, 5.0)} |")
+        p50 = {r["step"]: r["p50"] for r in node_rows if r["voxels"] in (100_000, "-")}
+        rest = [p50["grid message (fill + publish)"], p50["markers encode + publish"]]
+        for image_step in ("image decode + preprocess (1241x376 -> 384x1280)",
+                           "image decode only (fast.device_preprocess)"):
+            parts = [p50[image_step]] + rest
+            lines.append(f"| node overhead p50 at 100k occupied voxels <= 5 ms (2-core CPU): {image_step}, grid, "
+                         f"markers | {sum(parts):.1f} ms ({' + '.join(f'{v:.1f}' for v in parts)}) | "
+                         f"{verdict(sum(parts), 5.0)} |")
     gpu = [r for r in engine_results or [] if str(r["device"]).startswith("cuda") and "semantickitti" in r["preset"]]
     if gpu:
         best = min(gpu, key=lambda r: r["stages"]["total"]["p50"])
@@ -332,17 +345,32 @@ def _targets_table(node_rows, engine_results, agreement_rows) -> str:
     return "\n".join(lines)
 
 
+def _fast_path(r: Dict[str, object], sep: str = " + ") -> str:
+    """The precision and the fast-path flags of a result, e.g. ``bf16 + channels_last``."""
+    return sep.join([str(r["precision"])] + [flag for flag in FAST_FLAGS if r.get(flag)])
+
+
 def _path_name(r: Dict[str, object]) -> str:
-    return (f"{r['preset']} {r['device']} {r['precision']}" + (" channels_last" if r.get("channels_last") else "")
-            + (" compile" if r.get("compile") else ""))
+    return f"{r['preset']} {r['device']} {_fast_path(r, ' ')}"
 
 
 def _agreement_table(rows) -> str:
     lines = ["| preset | device | path | voxels equal [%] | occupancy IoU [%] |", "|---|---|---|---:|---:|"]
     for r in rows:
-        path = r["precision"] + (" + channels_last" if r["channels_last"] else "") + (" + compile" if r["compile"] else "")
-        lines.append(f"| {r['preset']} | {r['device']} | {path} | {r['agreement_pct']:.3f} | {r['occupancy_iou_pct']:.3f} |")
+        lines.append(f"| {r['preset']} | {r['device']} | {_fast_path(r)} | {r['agreement_pct']:.3f} | {r['occupancy_iou_pct']:.3f} |")
     return "\n".join(lines)
+
+
+def _fast_kwargs(flags: Sequence[str]) -> Dict[str, bool]:
+    """InferenceEngine fast-path keywords from the flags of a spec.
+
+    Raises:
+        ValueError: an unknown flag (the valid ones are listed).
+    """
+    unknown = sorted(set(flags) - set(FAST_FLAGS))
+    if unknown:
+        raise ValueError(f"unknown fast-path flag(s) {unknown}; valid: {sorted(FAST_FLAGS)}")
+    return {kw: flag in flags for flag, kw in FAST_FLAGS.items()}
 
 
 def _split_spec(spec: str) -> List[str]:
@@ -360,10 +388,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         choices=["node", "engine", "agreement"], help="what to measure")
     parser.add_argument("--node-runs", type=int, default=50, help="repetitions of each node step")
     parser.add_argument("--engine", nargs="+", default=["tiny_l2cocc_c:cpu:10", "semantickitti_l2cocc_c:cpu:2"],
-                        metavar="PRESET:DEVICE:RUNS[:PRECISION][:channels_last][:compile]",
+                        metavar="PRESET:DEVICE:RUNS[:PRECISION][:channels_last][:compile][:device_preprocess]",
                         help="engine configurations (DEVICE: cpu, cuda or cuda:N)")
     parser.add_argument("--agreement", nargs="+", default=["tiny_l2cocc_c:cpu:fp32:channels_last"],
-                        metavar="PRESET:DEVICE:PRECISION[:channels_last][:compile]", help="fast paths to compare")
+                        metavar="PRESET:DEVICE:PRECISION[:channels_last][:compile][:device_preprocess]",
+                        help="fast paths to compare")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md", help="markdown report")
     parser.add_argument("--timeout", type=float, default=3600, help="per configuration [s]")
     args = parser.parse_args(argv)
@@ -381,8 +410,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         results = []
         for spec in args.engine:
             preset, device, runs, *rest = _split_spec(spec)
-            kw = {"preset": preset, "device": device, "runs": int(runs), "precision": rest[0] if rest else "fp32",
-                  "channels_last": "channels_last" in rest, "compile_model": "compile" in rest}
+            precision = rest.pop(0) if rest and rest[0] not in FAST_FLAGS else "fp32"
+            kw = {"preset": preset, "device": device, "runs": int(runs), "precision": precision, **_fast_kwargs(rest)}
             results.append(_in_subprocess("engine", kw, args.timeout))
             print(f"{spec}: total p50 {results[-1]['stages']['total']['p50']:.1f} ms", flush=True)
         report += ["## Engine per stage (random weights, synthetic 1241x376 stereo pair)", "",
@@ -393,8 +422,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for spec in args.agreement:
             preset, device, precision, *flags = _split_spec(spec)
             agreement.append(_in_subprocess("agreement", {"preset": preset, "device": device, "precision": precision,
-                                                          "channels_last": "channels_last" in flags,
-                                                          "compile_model": "compile" in flags}, args.timeout))
+                                                          **_fast_kwargs(flags)}, args.timeout))
         report += ["## Fast path vs fp32 eager (same weights, same input)", "", _agreement_table(agreement), ""]
         print(report[-2], flush=True)
     report += ["## Targets (issue 7)", "", _targets_table(rows, results, agreement), ""]

@@ -49,6 +49,10 @@ def test_tables():
     agree = bench._agreement_table([{"preset": "p", "device": "cuda", "precision": "bf16", "channels_last": True,
                                      "compile": True, "agreement_pct": 99.91234, "occupancy_iou_pct": 98.5}])
     assert agree.splitlines()[-1] == "| p | cuda | bf16 + channels_last + compile | 99.912 | 98.500 |"
+    assert bench._fast_kwargs(["device_preprocess"]) == {"channels_last": False, "compile_model": False,
+                                                         "device_preprocess": True}
+    with pytest.raises(ValueError, match="unknown fast-path flag"):
+        bench._fast_kwargs(["channel_last"])
 
 
 def test_bench_engine_tiny_every_stage():
@@ -64,7 +68,7 @@ def test_bench_engine_tiny_every_stage():
 
 
 def test_bench_agreement_tiny():
-    res = bench.bench_agreement("tiny_l2cocc_c", "cpu", "fp32", channels_last=True)
+    res = bench.bench_agreement("tiny_l2cocc_c", "cpu", "fp32", channels_last=True, device_preprocess=True)
     assert 0.0 <= res["occupancy_iou_pct"] <= 100.0
     assert 95.0 <= res["agreement_pct"] <= 100.0  # same weights and input; only the conv memory layout differs
     assert res["channels_last"] is True and res["compile"] is False
@@ -72,14 +76,16 @@ def test_bench_agreement_tiny():
 
 
 def test_targets_table_verdicts():
-    rows = [{"step": "image decode + preprocess", "voxels": "-", "p50": 3.0, "p95": 1, "n": 1},
+    rows = [{"step": "image decode + preprocess (1241x376 -> 384x1280)", "voxels": "-", "p50": 3.0, "p95": 1, "n": 1},
+            {"step": "image decode only (fast.device_preprocess)", "voxels": "-", "p50": 0.2, "p95": 1, "n": 1},
             {"step": "grid message (fill + publish)", "voxels": 100000, "p50": 0.5, "p95": 1, "n": 1},
             {"step": "markers encode", "voxels": 100000, "p50": 9.0, "p95": 1, "n": 1},
             {"step": "markers encode + publish", "voxels": 100000, "p50": 1.0, "p95": 1, "n": 1},
             {"step": "grid message (fill + publish)", "voxels": 20000, "p50": 99.0, "p95": 1, "n": 1}]
     lines = bench._targets_table(rows, [], []).splitlines()
     assert "| 4.5 ms (3.0 + 0.5 + 1.0) | met |" in lines[2]
-    assert "not measured (no GPU in this run)" in lines[3]
+    assert "device_preprocess" in lines[3] and "| 1.7 ms (0.2 + 0.5 + 1.0) | met |" in lines[3]
+    assert "not measured (no GPU in this run)" in lines[4]
     gpu = [{"preset": "semantickitti_l2cocc_c", "device": "cuda", "precision": "bf16",
             "stages": {"total": {"p50": 80.0}}, "gpu_max_allocated_mb": 2048.0}]
     lines = bench._targets_table(None, gpu, [{"device": "cuda:0", "agreement_pct": 99.0}]).splitlines()
