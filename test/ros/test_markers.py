@@ -12,6 +12,7 @@ from l2cocc_ros.ros.markers import (
     MarkerEncoder,
     MarkerOptions,
     build_marker_array,
+    class_voxel_centers,
     downsample_labels,
     encode_marker_array,
     same_cdr,
@@ -129,3 +130,43 @@ def test_encoder_verifies_itself_and_falls_back(monkeypatch):
 def test_bad_options(kw, phrase):
     with pytest.raises(ValueError, match=phrase):
         MarkerOptions(**kw)
+
+
+def reference_centers(labels, grid, num_classes, options):
+    """class_voxel_centers the plain way: np.nonzero on the cropped box, ordered by (class, flat index)."""
+    lab = downsample_labels(labels, options.downsample, num_classes)
+    g = grid.downsampled(options.downsample) if options.downsample > 1 else grid
+    centre = (np.indices(lab.shape).reshape(3, -1).T + 0.5) * g.voxel_size + np.asarray(g.lower)
+    inside = np.all((centre >= options.crop_min) & (centre <= options.crop_max), axis=1)
+    flat = lab.reshape(-1)
+    return [(c, centre[inside & (flat == c)]) for c in range(1, num_classes) if np.any(inside & (flat == c))]
+
+
+@pytest.mark.parametrize("grid, opts", [
+    (GRID, MarkerOptions()),  # whole grid: the labels are read in place
+    (GRID, MarkerOptions(crop_min=(10.3, -3.0, -1.0), crop_max=(20.0, 7.0, 0.5))),
+    (GRID, MarkerOptions(crop_min=(-99.0, -99.0, -99.0), crop_max=(99.0, 99.0, 99.0), downsample=2)),
+    (GridSpec(lower=(-1.0, 2.0, 0.5), voxel_size=0.3, dims=(7, 5, 3)),  # 105 voxels: not whole 8-byte words
+     MarkerOptions(crop_min=(-9.0, -9.0, -9.0), crop_max=(9.0, 9.0, 9.0))),
+    (GridSpec(lower=(-1.0, 2.0, 0.5), voxel_size=0.3, dims=(7, 5, 3)),
+     MarkerOptions(crop_min=(-0.5, 2.5, 0.0), crop_max=(0.6, 3.5, 9.0))),
+])
+def test_centres_equal_a_plain_reference(grid, opts):
+    rng = np.random.default_rng(3)
+    labels = np.where(rng.random(grid.dims) < 0.5, rng.integers(1, 24, grid.dims), 0).astype(np.uint8)
+    labels[rng.random(grid.dims) < 0.1] = 255  # unknown, and ids 20..23 (>= num_classes), are never drawn
+    got, edge = class_voxel_centers(labels, grid, TABLE.num_classes, opts)
+    want = reference_centers(labels, grid, TABLE.num_classes, opts)
+    assert edge == pytest.approx(grid.voxel_size * opts.downsample)
+    assert [c for c, _ in got] == [c for c, _ in want] and len(want) > 3
+    for (_, a), (_, b) in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("labels, phrase", [
+    (np.zeros((256, 256, 16), np.uint8), r"shape \(256, 256, 32\).*\(256, 256, 16\)"),
+    (np.zeros(GRID.dims, np.int64), "uint8.*int64"),
+])
+def test_labels_must_be_uint8_on_the_grid(labels, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        class_voxel_centers(labels, GRID, TABLE.num_classes, MarkerOptions())
