@@ -96,6 +96,7 @@ def test_short_fit_lowers_the_loss_and_exports(synth_root, tmp_path):
     assert best.extra["global_step"] == 6 and "val/mIoU" in best.extra["metrics"]
     ck = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ck["global_step"] == 6 and any(k.startswith("model.pts_bbox_head") for k in ck["state_dict"])
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("last*")) == ["last.ckpt"]  # no last-v1.ckpt
 
 
 def test_kill_mid_run_then_resume_continues_from_last_checkpoint(synth_root, tmp_path):

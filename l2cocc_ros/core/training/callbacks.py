@@ -81,5 +81,6 @@ def checkpoint_callbacks(out_dir: Union[str, Path], ckpt_every: int) -> List[Cal
                            auto_insert_metric_name=False, monitor="val/mIoU", mode="max", save_top_k=1,
                            save_last=False)
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="periodic", every_n_train_steps=ckpt_every,
-                           save_top_k=0, save_last=True, save_on_train_epoch_end=True)
+                           save_top_k=0, save_last=True, save_on_train_epoch_end=True,
+                           enable_version_counter=False)  # overwrite last.ckpt, never last-v1.ckpt
     return [best, last, ExportCheckpoints(out_dir)]
