@@ -113,7 +113,7 @@ def fit(cfg: ExperimentConfig, train_set: Dataset, val_set: Optional[Dataset], o
         seed: global seed (default ``cfg.train.seed``).
 
     Returns:
-        (trainer, system) after training.
+        (trainer, system) after training; a DDP process group is destroyed before returning.
 
     Raises:
         FileNotFoundError: ``resume`` without a ``last.ckpt`` in ``out_dir``.
@@ -136,6 +136,10 @@ def fit(cfg: ExperimentConfig, train_set: Dataset, val_set: Optional[Dataset], o
     trainer.fit(system, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     if trainer.world_size > 1 and trainer.state.finished:
         check_replicas_agree(trainer, system)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # gloo's threads abort the interpreter at exit ("terminate called without an active exception") when
+        # the process group is still alive; every rank tears it down here, after the last collective
+        torch.distributed.destroy_process_group()
     return trainer, system
 
 
