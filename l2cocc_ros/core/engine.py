@@ -20,7 +20,7 @@ from torch import nn
 
 from l2cocc_ros.core.camera import ResizeCrop, build_camera_inputs, camera_geometry
 from l2cocc_ros.core.config import ModelConfig, get_preset
-from l2cocc_ros.core.resize_torch import DeviceResizeCrop
+from l2cocc_ros.core.resize_torch import DeviceResizeCrop, check_resample
 from l2cocc_ros.core.stereo import StereoBackend, get_stereo_backend, stereo_baseline
 
 __all__ = ["EngineResult", "InferenceEngine", "resolve_device", "to_channels_last", "PRECISIONS"]
@@ -135,7 +135,7 @@ class InferenceEngine:
         self.resample = resample
         self.device_preprocess = bool(device_preprocess)
         if self.device_preprocess:  # refuse a non-convolution resampling now, not on the first frame
-            DeviceResizeCrop(ResizeCrop.from_sizes(cfg.image_size, cfg.image_size, resample), "cpu")
+            check_resample(resample)
         self._resizers: Dict[tuple, DeviceResizeCrop] = {}  # per original image size
 
     @property

@@ -26,7 +26,7 @@ import torch
 
 from .camera import ResizeCrop, normalisation_lut
 
-__all__ = ["FILTERS", "resample_taps", "DeviceResizeCrop"]
+__all__ = ["FILTERS", "check_resample", "resample_taps", "DeviceResizeCrop"]
 
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed point for 8-bit images
 
@@ -92,6 +92,17 @@ def resample_taps(in_size: int, out_size: int, filter_name: str = "bicubic") -> 
     return index, weight
 
 
+def check_resample(name: str) -> None:
+    """Refuse a resampling that Pillow does not do by convolution (so this module cannot reproduce it).
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`FILTERS`.
+    """
+    if name not in FILTERS:
+        raise ValueError(f"device preprocessing supports resample {sorted(FILTERS)}, got {name!r} "
+                         "(use the Pillow path)")
+
+
 def _fixed_point(weight: np.ndarray) -> np.ndarray:
     """Pillow's ``normalize_coeffs_8bpc``: round half away from zero to 22 fractional bits."""
     scaled = weight * (1 << _PRECISION_BITS)
@@ -144,9 +155,7 @@ class DeviceResizeCrop:
     """
 
     def __init__(self, resize: ResizeCrop, device: torch.device | str = "cpu") -> None:
-        if resize.resample not in FILTERS:
-            raise ValueError(f"device preprocessing supports resample {sorted(FILTERS)}, got "
-                             f"{resize.resample!r} (use the Pillow path)")
+        check_resample(resize.resample)
         self.resize = resize
         self.device = torch.device(device)
         (h, w), (new_w, new_h) = resize.orig_hw, resize.resized_wh
