@@ -202,16 +202,24 @@ def _has_teacher(model: nn.Module) -> bool:
     return isinstance(getattr(model, "teacher", None), nn.Module)
 
 
-def load_released(path: PathLike, model: nn.Module) -> LoadReport:
+def load_released(path: PathLike, model: nn.Module, *, keep_teacher: bool = False) -> LoadReport:
     """Load an authors' Lightning ``.ckpt`` (or a plain / converted state_dict) strictly into ``model``.
 
     The ``model.`` prefix is stripped. A -D file loaded into a model without a teacher (-C) has its
     ``teacher.*`` keys dropped (listed in ``report.dropped``).
 
+    Args:
+        path: checkpoint file (any kind ``read_state_dict`` reads).
+        model: the model to load into.
+        keep_teacher: a -D model keeps its current teacher weights when the file has no ``teacher.*`` keys
+            (a -C checkpoint as the student's starting point); the student's keys are still loaded strictly.
+
     Raises:
         FileNotFoundError, CheckpointError (unsafe/unknown file), CheckpointMismatchError (with a report).
     """
     state_dict, kind, _ = read_state_dict(path)
+    if keep_teacher and _has_teacher(model) and not any(k.startswith("teacher.") for k in state_dict):
+        state_dict = {**state_dict, **{f"teacher.{k}": v for k, v in model.teacher.state_dict().items()}}
     return _load_into(model, state_dict, f"{path} ({kind})")
 
 

@@ -9,6 +9,7 @@ Examples::
         --stereo $SK/sequences_msnet3d_depth --teacher runs/l/best.pt --devices 4 --out runs/d
     torchrun --nproc_per_node 4 -m l2cocc_ros.tools.train --config ... --devices 4 ...
     l2cocc train ... --out runs/tiny_c --resume        # continue from runs/tiny_c/checkpoints/last.ckpt
+    l2cocc train ... --init-from runs/tiny_c/best.pt --out runs/tiny_c2   # new schedule from trained weights
 
 Writes ``OUT/checkpoints/{best-*,last}.ckpt`` (Lightning, for --resume), ``OUT/best.pt`` / ``OUT/last.pt``
 (our checkpoint format, for ``l2cocc eval``, the engine and the node), ``OUT/config.yaml`` and TensorBoard
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int, default=100, help="write checkpoints/last.ckpt every N steps")
     p.add_argument("--num-workers", type=int, default=4, help="data-loader workers per process")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    p.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from these weights (ours, a Lightning .ckpt or a state_dict) with a fresh optimiser "
+                        "and schedule; for -D a -C checkpoint initialises the student")
     p.add_argument("--teacher", default=None, help="-D: trained L2COcc-L checkpoint (best.pt or a released .ckpt)")
     p.add_argument("--no-color-jitter", action="store_true", help="disable the training colour jitter (0.4/0.4/0.4)")
     p.add_argument("--seed", type=int, default=None, help="global seed (default: the config's train.seed)")
@@ -104,6 +108,7 @@ def _load_cfg(spec: str):
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from l2cocc_ros.core.checkpoint import CheckpointError
     from l2cocc_ros.core.config import dump_config
     from l2cocc_ros.core.training import fit
 
@@ -116,6 +121,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ValueError("variant 'd' needs --teacher (a trained L2COcc-L checkpoint)")
         if args.teacher is not None and not Path(args.teacher).is_file():
             raise FileNotFoundError(f"--teacher checkpoint not found: {args.teacher}")
+        if args.init_from is not None:
+            if args.resume:
+                raise ValueError("--resume and --init-from exclude each other (--resume continues OUT's own run)")
+            if not Path(args.init_from).is_file():
+                raise FileNotFoundError(f"--init-from checkpoint not found: {args.init_from}")
         train_seqs = args.sequences_train or DEFAULT_TRAIN[cfg.model.dataset]
         val_seqs = DEFAULT_VAL[cfg.model.dataset] if args.sequences_val is None else args.sequences_val
         common = dict(labels=args.labels, stereo=args.stereo, stereo_backend=args.stereo_backend)
@@ -133,9 +143,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         trainer, system = fit(cfg, train_set, val_set, out, max_steps=args.max_steps, devices=devices,
                               accelerator=args.accelerator, num_nodes=args.num_nodes, resume=args.resume,
-                              teacher_ckpt=args.teacher, val_every=args.val_every, ckpt_every=args.ckpt_every,
+                              teacher_ckpt=args.teacher, init_ckpt=args.init_from, val_every=args.val_every, ckpt_every=args.ckpt_every,
                               num_workers=args.num_workers, progress_bar=not args.no_progress, seed=args.seed)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, CheckpointError) as exc:
         print(f"l2cocc train: error: {exc}", file=sys.stderr)
         return 2
     scores = getattr(system, "last_val_scores", None)

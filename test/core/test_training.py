@@ -162,6 +162,30 @@ def test_distill_system_loads_the_teacher_and_freezes_it(tmp_path):
         L2COccSystem(l_cfg, teacher_ckpt=str(tmp_path / "l.pt"))
 
 
+def test_init_from_loads_weights_strictly_and_keeps_the_distillation_teacher(tmp_path):
+    from l2cocc_ros.core.checkpoint import CheckpointMismatchError, save_checkpoint
+    from l2cocc_ros.core.model.l2cocc import build_model
+
+    torch.manual_seed(2)
+    c_cfg, l_cfg = get_preset("tiny_l2cocc_c"), get_preset("tiny_l2cocc_l")
+    trained_c, teacher = build_model(c_cfg.model), build_model(l_cfg.model)
+    save_checkpoint(tmp_path / "c.pt", trained_c, c_cfg)
+    save_checkpoint(tmp_path / "l.pt", teacher, l_cfg)
+    expected = trained_c.state_dict()
+
+    system = L2COccSystem(c_cfg, init_ckpt=str(tmp_path / "c.pt"))
+    assert all(torch.equal(v, expected[k]) for k, v in system.model.state_dict().items())
+    assert system.hparams["init_ckpt"] == str(tmp_path / "c.pt")
+    # -D: the -C weights start the student, the teacher is the --teacher one
+    system = L2COccSystem(get_preset("tiny_l2cocc_d"), teacher_ckpt=str(tmp_path / "l.pt"),
+                          init_ckpt=str(tmp_path / "c.pt"))
+    state = system.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
+    assert all(torch.equal(state[f"teacher.{k}"], v) for k, v in teacher.state_dict().items())
+    with pytest.raises(CheckpointMismatchError):   # weights of another variant are refused, not half-loaded
+        L2COccSystem(c_cfg, init_ckpt=str(tmp_path / "l.pt"))
+
+
 def test_cli_refuses_distillation_without_a_teacher(synth_root, tmp_path, capsys):
     from l2cocc_ros.tools.train import main
 
@@ -170,3 +194,9 @@ def test_cli_refuses_distillation_without_a_teacher(synth_root, tmp_path, capsys
     rc = main(["--config", "tiny_l2cocc_c", "--data", str(tmp_path / "nowhere"), "--sequences-train", "00",
                "--out", str(tmp_path)])
     assert rc == 2 and "voxels folder not found" in capsys.readouterr().err
+    rc = main(["--config", "tiny_l2cocc_c", "--data", str(synth_root), "--out", str(tmp_path),
+               "--init-from", str(tmp_path / "missing.pt")])
+    assert rc == 2 and "--init-from checkpoint not found" in capsys.readouterr().err
+    rc = main(["--config", "tiny_l2cocc_c", "--data", str(synth_root), "--out", str(tmp_path),
+               "--init-from", str(tmp_path / "missing.pt"), "--resume"])
+    assert rc == 2 and "exclude each other" in capsys.readouterr().err

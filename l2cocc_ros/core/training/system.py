@@ -64,23 +64,31 @@ class L2COccSystem(L.LightningModule):
             the frozen teacher. Required for a fresh -D run; on resume the teacher comes from the Lightning
             checkpoint as well.
         model: an already built model (default: ``build_model(config.model)``).
+        init_ckpt: start from these weights (any checkpoint ``load_released`` reads, loaded strictly) instead
+            of the random initialisation: fine-tuning, or a longer schedule after a finished one. Only the
+            weights: the optimiser and the schedule start fresh (``--resume`` continues those instead). For
+            -D a -C checkpoint initialises the student and the teacher stays the ``teacher_ckpt`` one.
 
     Raises:
         ValueError: -D without a teacher checkpoint, or a checkpoint for a non -D model.
     """
 
     def __init__(self, config: Union[ExperimentConfig, Mapping[str, Any]], teacher_ckpt: Optional[str] = None,
-                 model: Optional[torch.nn.Module] = None) -> None:
+                 model: Optional[torch.nn.Module] = None, init_ckpt: Optional[str] = None) -> None:
         super().__init__()
         cfg = config if isinstance(config, ExperimentConfig) else from_dict(ExperimentConfig, config)
         self.cfg = cfg
         self.save_hyperparameters({"config": to_dict(cfg), "teacher_ckpt": None if teacher_ckpt is None
-                                   else str(teacher_ckpt)})
+                                   else str(teacher_ckpt),
+                                   "init_ckpt": None if init_ckpt is None else str(init_ckpt)})
         if model is None:
             from ..model.l2cocc import build_model
             model = build_model(cfg.model)
         self.model = model
         variant = cfg.model.variant
+        if init_ckpt is not None:
+            report = load_released(init_ckpt, self.model, keep_teacher=True)
+            logger.info("weights initialised from %s (%d parameters)", init_ckpt, report.num_params)
         if teacher_ckpt is not None:
             if variant != "d":
                 raise ValueError(f"--teacher is only for variant 'd' (config {cfg.name!r} is {variant!r})")

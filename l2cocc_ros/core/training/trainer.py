@@ -93,7 +93,8 @@ def build_trainer(out_dir: Union[str, Path], *, max_steps: int, devices: Union[i
 
 def fit(cfg: ExperimentConfig, train_set: Dataset, val_set: Optional[Dataset], out_dir: Union[str, Path], *,
         max_steps: Optional[int] = None, devices: Union[int, str] = 1, accelerator: str = "auto",
-        num_nodes: int = 1, resume: bool = False, teacher_ckpt: Optional[str] = None, val_every: int = 500,
+        num_nodes: int = 1, resume: bool = False, teacher_ckpt: Optional[str] = None,
+        init_ckpt: Optional[str] = None, val_every: int = 500,
         ckpt_every: int = 100, num_workers: int = 0, progress_bar: bool = True,
         seed: Optional[int] = None) -> Tuple[L.Trainer, L2COccSystem]:
     """Train one variant; resumable.
@@ -107,6 +108,7 @@ def fit(cfg: ExperimentConfig, train_set: Dataset, val_set: Optional[Dataset], o
             :func:`build_trainer`).
         resume: continue from ``out_dir/checkpoints/last.ckpt`` (loaded with ``weights_only=True``).
         teacher_ckpt: -D: the trained -L checkpoint of the frozen teacher.
+        init_ckpt: initial weights (fresh optimiser and schedule; see ``L2COccSystem``); not with ``resume``.
         val_every, ckpt_every: validation / ``last.ckpt`` period in steps.
         num_workers: data-loader workers.
         progress_bar: show tqdm progress.
@@ -117,18 +119,21 @@ def fit(cfg: ExperimentConfig, train_set: Dataset, val_set: Optional[Dataset], o
 
     Raises:
         FileNotFoundError: ``resume`` without a ``last.ckpt`` in ``out_dir``.
+        ValueError: both ``resume`` and ``init_ckpt``.
         RuntimeError: after a DDP fit, the processes hold different weights.
     """
     steps = int(max_steps if max_steps is not None else cfg.train.steps)
     L.seed_everything(cfg.train.seed if seed is None else seed, workers=True, verbose=False)
     out_dir = Path(out_dir)
     ckpt_path = None
+    if resume and init_ckpt is not None:
+        raise ValueError("--resume continues a run with its own weights; --init-from starts a new one: give one")
     if resume:
         ckpt_path = last_checkpoint(out_dir)
         if ckpt_path is None:
             raise FileNotFoundError(f"--resume: no checkpoint {out_dir / 'checkpoints' / 'last.ckpt'}")
         logger.info("resuming from %s", ckpt_path)
-    system = L2COccSystem(cfg, teacher_ckpt=teacher_ckpt)
+    system = L2COccSystem(cfg, teacher_ckpt=teacher_ckpt, init_ckpt=init_ckpt)
     data = L2COccDataModule(train_set, val_set, num_workers=num_workers, pin_memory=uses_gpu(accelerator))
     trainer = build_trainer(out_dir, max_steps=steps, devices=devices, accelerator=accelerator,
                             num_nodes=num_nodes, val_every=val_every, ckpt_every=ckpt_every,
