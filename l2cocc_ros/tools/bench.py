@@ -9,9 +9,9 @@ version), to ``bench/RESULTS.md``:
 * ``engine``: per stage (stereo, preprocess, image encoder, depth net, lift-splat, voxel proposal, EVT,
   3D backbone, TPV, head, argmax) and end to end, for a preset on a device, with peak memory (CPU RSS of
   a fresh process per configuration; GPU max allocated).
-* ``agreement``: a fast path (autocast precision, channels_last, torch.compile, device preprocessing) against
-  fp32 eager on the
-  same inputs: % of voxels with the same label and the IoU between the two outputs.
+* ``agreement``: a fast path (autocast precision, channels_last, torch.compile or CUDA graphs, device
+  preprocessing) against fp32 eager on the same inputs: % of voxels with the same label and the IoU between
+  the two outputs.
 
 Each engine configuration runs in its own subprocess so peak RSS belongs to it alone.
 """
@@ -35,7 +35,8 @@ __all__ = ["stats_ms", "machine_info", "bench_node", "bench_engine", "bench_agre
 REPO = Path(__file__).resolve().parents[2]
 
 #: fast-path flags of a spec (``PRESET:DEVICE:...:channels_last:compile``) -> InferenceEngine keyword
-FAST_FLAGS = {"channels_last": "channels_last", "compile": "compile_model", "device_preprocess": "device_preprocess"}
+FAST_FLAGS = {"channels_last": "channels_last", "compile": "compile_model", "cuda_graphs": "cuda_graphs",
+              "device_preprocess": "device_preprocess"}
 
 # model stages, in forward order: (name, top-level attributes of the segmentor)
 STAGES = (
@@ -211,37 +212,46 @@ def _stage_hooks(model, records: Dict[str, float], sync: Callable[[], None]):
     return handles
 
 
+def _fast_columns(fast: Dict[str, bool]) -> Dict[str, bool]:
+    """A result's fast-path columns (flag names) from InferenceEngine keywords."""
+    return {flag: bool(fast.get(kw, False)) for flag, kw in FAST_FLAGS.items()}
+
+
 def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str = "fp32",
-                 channels_last: bool = False, compile_model: bool = False,
-                 device_preprocess: bool = False) -> Dict[str, object]:
-    """Per-stage and end-to-end times of one preset (random weights; timing does not depend on them)."""
+                 **fast: bool) -> Dict[str, object]:
+    """Per-stage and end-to-end times of one preset (random weights; timing does not depend on them).
+
+    ``fast``: InferenceEngine fast-path keywords (the values of ``FAST_FLAGS``). Compiled paths are timed end to
+    end only (a per-stage hook would split the compiled graphs) and warm up for two frames (CUDA graphs record
+    on the first calls); the others for one.
+    """
     import torch
 
     from l2cocc_ros.core.engine import InferenceEngine
 
-    engine = InferenceEngine.from_preset(preset, device=device, precision=precision, channels_last=channels_last,
-                                         compile_model=compile_model, device_preprocess=device_preprocess)
+    engine = InferenceEngine.from_preset(preset, device=device, precision=precision, **fast)
+    compiled = bool(fast.get("compile_model") or fast.get("cuda_graphs"))
     dev = engine.device
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     left, right, p2, p3, t_velo_cam, pts = _synthetic_frame()
     records: Dict[str, float] = {}
     model = getattr(engine.model, "_orig_mod", engine.model)
-    hooks = [] if compile_model else _stage_hooks(model, records, sync)
+    hooks = [] if compiled else _stage_hooks(model, records, sync)
+    warmup = 2 if compiled else 1
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     samples: Dict[str, List[float]] = {}
-    for i in range(runs + 1):  # the first run is a warm-up
+    for i in range(runs + warmup):
         records.clear()
         res = engine.infer(left, right, p2, p3, t_velo_cam, points=pts)
-        if i == 0:
+        if i < warmup:
             continue
         for k, v in {**res.timings_ms, **records}.items():
             if not k.startswith("_t0_"):
                 samples.setdefault(k, []).append(v)
     for h in hooks:
         h.remove()
-    out = {"preset": preset, "device": str(dev), "precision": precision, "channels_last": channels_last,
-           "compile": compile_model, "device_preprocess": device_preprocess,
+    out = {"preset": preset, "device": str(dev), "precision": precision, **_fast_columns(fast),
            "stages": {k: stats_ms(v) for k, v in samples.items()},
            "cpu_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     if dev.type == "cuda":
@@ -249,22 +259,20 @@ def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str
     return out
 
 
-def bench_agreement(preset: str, device: str, precision: str, channels_last: bool = False,
-                    compile_model: bool = False, device_preprocess: bool = False, seed: int = 0) -> Dict[str, object]:
-    """Labels of a fast path vs fp32 eager on the same input (same weights)."""
+def bench_agreement(preset: str, device: str, precision: str, seed: int = 0, **fast: bool) -> Dict[str, object]:
+    """Labels of a fast path (``precision`` + InferenceEngine ``fast`` keywords) vs fp32 eager on the same input
+    (same weights); the fast path's second frame is compared (CUDA graphs record on the first)."""
     from l2cocc_ros.core.engine import InferenceEngine
 
     left, right, p2, p3, t_velo_cam, pts = _synthetic_frame()
     ref = InferenceEngine.from_preset(preset, device=device, seed=seed).infer(left, right, p2, p3, t_velo_cam,
                                                                               points=pts).labels
-    fast = InferenceEngine.from_preset(preset, device=device, seed=seed, precision=precision,
-                                       channels_last=channels_last, compile_model=compile_model,
-                                       device_preprocess=device_preprocess)
-    got = fast.infer(left, right, p2, p3, t_velo_cam, points=pts).labels
+    engine = InferenceEngine.from_preset(preset, device=device, seed=seed, precision=precision, **fast)
+    for _ in range(2):
+        got = engine.infer(left, right, p2, p3, t_velo_cam, points=pts).labels
     inter = np.logical_and(ref > 0, got > 0).sum()
     union = np.logical_or(ref > 0, got > 0).sum()
-    return {"preset": preset, "device": device, "precision": precision, "channels_last": channels_last,
-            "compile": compile_model, "device_preprocess": device_preprocess, "agreement_pct": float(100.0 * (ref == got).mean()),
+    return {"preset": preset, "device": device, "precision": precision, **_fast_columns(fast), "agreement_pct": float(100.0 * (ref == got).mean()),
             "occupancy_iou_pct": float(100.0 * inter / max(union, 1))}
 
 
@@ -388,10 +396,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         choices=["node", "engine", "agreement"], help="what to measure")
     parser.add_argument("--node-runs", type=int, default=50, help="repetitions of each node step")
     parser.add_argument("--engine", nargs="+", default=["tiny_l2cocc_c:cpu:10", "semantickitti_l2cocc_c:cpu:2"],
-                        metavar="PRESET:DEVICE:RUNS[:PRECISION][:channels_last][:compile][:device_preprocess]",
+                        metavar="PRESET:DEVICE:RUNS[:PRECISION][:channels_last][:compile|:cuda_graphs][:device_preprocess]",
                         help="engine configurations (DEVICE: cpu, cuda or cuda:N)")
     parser.add_argument("--agreement", nargs="+", default=["tiny_l2cocc_c:cpu:fp32:channels_last"],
-                        metavar="PRESET:DEVICE:PRECISION[:channels_last][:compile][:device_preprocess]",
+                        metavar="PRESET:DEVICE:PRECISION[:channels_last][:compile|:cuda_graphs][:device_preprocess]",
                         help="fast paths to compare")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md", help="markdown report")
     parser.add_argument("--timeout", type=float, default=3600, help="per configuration [s]")

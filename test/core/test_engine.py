@@ -182,3 +182,66 @@ def test_confidence_is_the_softmax_probability_of_the_label(engine):
     prob = torch.softmax(seen["logits"][0], 0)
     np.testing.assert_array_equal(res.labels, prob.argmax(0).numpy())
     np.testing.assert_allclose(res.confidence, prob.max(0).values.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _graph_recorder():
+    """A dynamo backend that keeps each traced graph (and runs it as is)."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    return backend, graphs
+
+
+def _symbolic_sizes(gm):
+    """Tensors in a traced graph whose size is not a plain int (data-dependent: CUDA graphs cannot hold them)."""
+    vals = [n.meta.get("example_value") for n in gm.graph.nodes]
+    return [tuple(v.shape) for v in vals if isinstance(v, torch.Tensor) and not all(type(d) is int for d in v.shape)]
+
+
+def test_static_shape_stages_trace_as_whole_graphs_and_keep_the_labels():
+    """What cuda_graphs records: every static-shape stage traces as exactly one graph (fullgraph: a graph break
+    raises) whose tensor sizes are all plain ints, and the labels do not change. Checked on CPU with a recording
+    backend; on CUDA the same stages are compiled with mode="reduce-overhead"."""
+    from l2cocc_ros.core.engine import capture_static_stages
+    from l2cocc_ros.tools.bench import _synthetic_frame
+
+    left, right, p2, p3, t, _ = _synthetic_frame(310, 94)
+    ref = InferenceEngine.from_preset("tiny_l2cocc_c", seed=3).infer(left, right, p2, p3, t).labels
+    engine = InferenceEngine.from_preset("tiny_l2cocc_c", seed=3)
+    backend, graphs = _graph_recorder()
+    try:
+        names = capture_static_stages(engine.model, backend=backend)
+        assert names == ["img_backbone", "img_neck", "depth_net", "voxel_backbone", "voxel_neck", "tpv_generator",
+                         "tpv_aggregator", "pts_bbox_head"]
+        for _ in range(2):  # the second frame reuses the graphs
+            got = engine.infer(left, right, p2, p3, t).labels
+            assert len(graphs) == len(names)
+        np.testing.assert_array_equal(got, ref)
+        assert all(not _symbolic_sizes(gm) for gm in graphs), [_symbolic_sizes(gm) for gm in graphs]
+        assert set(engine.model.state_dict()) == set(InferenceEngine.from_preset("tiny_l2cocc_c").model.state_dict())
+
+        class Dynamic(torch.nn.Module):  # the kind of block that stays eager (LSS, proposal, EVT)
+            def forward(self, x):
+                return x[x.nonzero(as_tuple=True)] * 2
+
+        holder = torch.nn.Module()
+        holder.block, holder.static_shape_stages = Dynamic(), ("block",)
+        capture_static_stages(holder, backend=backend)
+        holder.block(torch.tensor([0.0, 1.0, 2.0]))
+        assert _symbolic_sizes(graphs[-1])  # the check above would catch it
+        holder.static_shape_stages = ()
+        with pytest.raises(ValueError, match="declares no static_shape_stages"):
+            capture_static_stages(holder)
+    finally:
+        torch._dynamo.reset()
+
+
+def test_cuda_graphs_option_is_refused_where_it_cannot_work():
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
+        InferenceEngine.from_preset("tiny_l2cocc_c", device="cpu", cuda_graphs=True)
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="exclude each other"):
+            InferenceEngine.from_preset("tiny_l2cocc_c", device="cuda", cuda_graphs=True, compile_model=True)

@@ -50,7 +50,7 @@ def test_tables():
                                      "compile": True, "agreement_pct": 99.91234, "occupancy_iou_pct": 98.5}])
     assert agree.splitlines()[-1] == "| p | cuda | bf16 + channels_last + compile | 99.912 | 98.500 |"
     assert bench._fast_kwargs(["device_preprocess"]) == {"channels_last": False, "compile_model": False,
-                                                         "device_preprocess": True}
+                                                         "cuda_graphs": False, "device_preprocess": True}
     with pytest.raises(ValueError, match="unknown fast-path flag"):
         bench._fast_kwargs(["channel_last"])
 
@@ -71,7 +71,7 @@ def test_bench_agreement_tiny():
     res = bench.bench_agreement("tiny_l2cocc_c", "cpu", "fp32", channels_last=True, device_preprocess=True)
     assert 0.0 <= res["occupancy_iou_pct"] <= 100.0
     assert 95.0 <= res["agreement_pct"] <= 100.0  # same weights and input; only the conv memory layout differs
-    assert res["channels_last"] is True and res["compile"] is False
+    assert res["channels_last"] is True and res["compile"] is False and res["cuda_graphs"] is False
     assert np.isfinite(res["agreement_pct"])
 
 

@@ -45,6 +45,12 @@ def _require(inputs: Mapping[str, Any], keys, who: str) -> None:
 class _OccupancyTrunk(nn.Module):
     """3D backbone + 3D FPN -> TPV generator -> TPV aggregator -> occupancy head (shared by -C and -L)."""
 
+    #: attributes of the blocks whose tensor shapes depend on the config only (never on the data), in forward
+    #: order: each traces as one graph with static shapes (``torch.compile(fullgraph=True, dynamic=False)``),
+    #: so it can be recorded once as a CUDA graph and replayed. The blocks in between select points or
+    #: voxels with data-dependent ``nonzero`` (LiDAR tokenizer; LSS splat, voxel proposal, EVT) and run eagerly.
+    static_shape_stages = ("voxel_backbone", "voxel_neck", "tpv_generator", "tpv_aggregator", "pts_bbox_head")
+
     def _trunk(self, volume: Tensor) -> Dict[str, Any]:
         """(1, C, X, Y, Z) voxel features -> output dict (``logits``, ``tpv_weights``, ``feats``)."""
         feats3d = self.voxel_neck(self.voxel_backbone(volume))[0]  # (1, C, X, Y, Z)
@@ -71,6 +77,8 @@ class CameraSegmentor(_OccupancyTrunk):
         VoxFormer_head: the EVT (VoxFormerHead_Tiny).
         voxel_backbone, voxel_neck, tpv_generator, tpv_aggregator, pts_bbox_head: the shared 3D trunk.
     """
+
+    static_shape_stages = ("img_backbone", "img_neck", "depth_net") + _OccupancyTrunk.static_shape_stages
 
     def __init__(self, *, img_backbone: nn.Module, img_neck: nn.Module, depth_net: nn.Module,
                  img_view_transformer: nn.Module, proposal_layer: nn.Module, VoxFormer_head: nn.Module,
