@@ -389,6 +389,32 @@ def _split_spec(spec: str) -> List[str]:
     return parts
 
 
+def _spec_kwargs(spec: str, *, with_runs: bool) -> Dict[str, object]:
+    """Keywords of ``bench_engine`` (``PRESET:DEVICE:RUNS[:PRECISION][:FLAG...]``, ``with_runs``) or of
+    ``bench_agreement`` (``PRESET:DEVICE:PRECISION[:FLAG...]``), checked before anything runs.
+
+    Raises:
+        ValueError: a malformed spec, an unknown flag, or flags that cannot run together or on the device.
+    """
+    parts = _split_spec(spec)
+    if len(parts) < 3:
+        raise ValueError(f"{spec!r}: expected PRESET:DEVICE:{'RUNS' if with_runs else 'PRECISION'}[:...]")
+    preset, device, *rest = parts
+    kw: Dict[str, object] = {"preset": preset, "device": device}
+    if with_runs:
+        runs = rest.pop(0)
+        if not runs.isdigit() or int(runs) < 1:
+            raise ValueError(f"{spec!r}: RUNS must be a positive integer, got {runs!r}")
+        kw["runs"] = int(runs)
+    kw["precision"] = rest.pop(0) if rest and (not with_runs or rest[0] not in FAST_FLAGS) else "fp32"
+    fast = _fast_kwargs(rest)
+    if fast["cuda_graphs"] and not device.startswith("cuda"):
+        raise ValueError(f"{spec!r}: cuda_graphs needs a cuda device")
+    if fast["cuda_graphs"] and fast["compile_model"]:
+        raise ValueError(f"{spec!r}: compile and cuda_graphs exclude each other")
+    return {**kw, **fast}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="l2cocc bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -404,6 +430,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md", help="markdown report")
     parser.add_argument("--timeout", type=float, default=3600, help="per configuration [s]")
     args = parser.parse_args(argv)
+    try:
+        engine_kw = [_spec_kwargs(spec, with_runs=True) for spec in args.engine]
+        agreement_kw = [_spec_kwargs(spec, with_runs=False) for spec in args.agreement]
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    failed: List[str] = []
+
+    def measure(kind: str, kw: Dict[str, object], spec: str) -> Optional[Dict[str, object]]:
+        """One configuration; a failure is reported and the others still run."""
+        try:
+            return _in_subprocess(kind, kw, args.timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            last = str(exc).strip().splitlines()[-1]
+            print(f"{spec}: FAILED: {last}", file=sys.stderr, flush=True)
+            failed.append(f"- `{spec}` ({kind}): {last}")
+            return None
 
     info = machine_info()
     report = [f"# Benchmark results ({time.strftime('%Y-%m-%d')})", "",
@@ -411,34 +454,33 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"Command: `l2cocc bench {' '.join(argv if argv is not None else sys.argv[1:])}`", ""]
     rows = results = agreement = None
     if "node" in args.sections:
-        rows = _in_subprocess("node", {"runs": args.node_runs}, args.timeout)
-        report += ["## Node overhead per frame (no model)", "", _node_table(rows), ""]
-        print(report[-2], flush=True)
+        rows = measure("node", {"runs": args.node_runs}, "node")
+        if rows is not None:
+            report += ["## Node overhead per frame (no model)", "", _node_table(rows), ""]
+            print(report[-2], flush=True)
     if "engine" in args.sections:
         results = []
-        for spec in args.engine:
-            preset, device, runs, *rest = _split_spec(spec)
-            precision = rest.pop(0) if rest and rest[0] not in FAST_FLAGS else "fp32"
-            kw = {"preset": preset, "device": device, "runs": int(runs), "precision": precision, **_fast_kwargs(rest)}
-            results.append(_in_subprocess("engine", kw, args.timeout))
-            print(f"{spec}: total p50 {results[-1]['stages']['total']['p50']:.1f} ms", flush=True)
+        for spec, kw in zip(args.engine, engine_kw):
+            res = measure("engine", kw, spec)
+            if res is not None:
+                results.append(res)
+                print(f"{spec}: total p50 {res['stages']['total']['p50']:.1f} ms", flush=True)
         report += ["## Engine per stage (random weights, synthetic 1241x376 stereo pair)", "",
                    _engine_table(results), ""]
         print(report[-2], flush=True)
     if "agreement" in args.sections:
-        agreement = []
-        for spec in args.agreement:
-            preset, device, precision, *flags = _split_spec(spec)
-            agreement.append(_in_subprocess("agreement", {"preset": preset, "device": device, "precision": precision,
-                                                          **_fast_kwargs(flags)}, args.timeout))
+        agreement = [r for r in (measure("agreement", kw, spec) for spec, kw in zip(args.agreement, agreement_kw))
+                     if r is not None]
         report += ["## Fast path vs fp32 eager (same weights, same input)", "", _agreement_table(agreement), ""]
         print(report[-2], flush=True)
     report += ["## Targets (issue 7)", "", _targets_table(rows, results, agreement), ""]
     print(report[-2], flush=True)
+    if failed:
+        report += ["## Failed configurations", "", *failed, ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(report) + "\n")
     print(f"wrote {args.out}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -84,6 +84,20 @@ def test_sem_scal_matches_a_loop_over_classes():
     assert sem_scal_loss(logits, target).item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-9)
 
 
+def test_scal_losses_survive_ratios_rounded_above_one():
+    """Every voxel of one class, p close to 1: precision = hit / sum_p is 1 exactly but its two float sums are
+    taken in different orders and land a few ulps above 1 (BCE refused it and stopped a training run)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 3, 64, 64, 32, generator=g)
+    logits[:, 1] += 10
+    target = torch.ones(1, 64, 64, 32, dtype=torch.long)
+    prob = torch.softmax(logits, 1)[0, 1].reshape(-1)
+    hit = torch.zeros(3).index_add(0, target.reshape(-1), prob)[1]
+    assert hit / prob.sum() > 1.0  # the rounding this guards against does happen with these inputs
+    for loss in (sem_scal_loss(logits, target), geo_scal_loss(logits, target)):
+        assert torch.isfinite(loss) and loss >= 0
+
+
 def test_downsample_lidar_depth_takes_min_nonzero_per_patch():
     depth = torch.zeros(1, 1, 8, 12)
     depth[0, 0, 1, 1], depth[0, 0, 3, 2] = 7.0, 5.0      # patch (0, 0): min 5

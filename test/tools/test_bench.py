@@ -91,3 +91,29 @@ def test_targets_table_verdicts():
     lines = bench._targets_table(None, gpu, [{"device": "cuda:0", "agreement_pct": 99.0}]).splitlines()
     assert lines[2].endswith("| missed by 2.0x |") and lines[3].endswith("| met |")
     assert lines[4].endswith("| missed by 0.50 points |")
+
+
+def test_specs_are_checked_before_anything_runs():
+    assert bench._spec_kwargs("semantickitti_l2cocc_c:cuda:0:20:bf16:channels_last:cuda_graphs", with_runs=True) == {
+        "preset": "semantickitti_l2cocc_c", "device": "cuda:0", "runs": 20, "precision": "bf16",
+        "channels_last": True, "compile_model": False, "cuda_graphs": True, "device_preprocess": False}
+    assert bench._spec_kwargs("tiny_l2cocc_c:cpu:3:channels_last", with_runs=True)["precision"] == "fp32"
+    assert bench._spec_kwargs("tiny_l2cocc_c:cpu:fp32", with_runs=False)["precision"] == "fp32"
+    for spec, phrase in (("tiny_l2cocc_c:cpu:3:cuda_graphs", "needs a cuda device"),
+                         ("tiny_l2cocc_c:cuda:0:3:compile:cuda_graphs", "exclude each other"),
+                         ("tiny_l2cocc_c:cpu:x", "RUNS must be a positive integer"),
+                         ("tiny_l2cocc_c:cpu", "expected PRESET:DEVICE")):
+        with pytest.raises(ValueError, match=phrase):
+            bench._spec_kwargs(spec, with_runs=True)
+
+
+def test_a_failing_configuration_is_reported_and_the_others_kept(tmp_path, capsys):
+    with pytest.raises(SystemExit):  # refused up front: nothing measured, nothing written
+        bench.main(["--sections", "engine", "--engine", "tiny_l2cocc_c:cpu:1:cuda_graphs", "--out", str(tmp_path / "a.md")])
+    assert "needs a cuda device" in capsys.readouterr().err and not (tmp_path / "a.md").exists()
+    out = tmp_path / "b.md"
+    rc = bench.main(["--sections", "agreement", "--agreement", "no_such_preset:cpu:fp32",
+                     "tiny_l2cocc_c:cpu:fp32:channels_last", "--out", str(out)])
+    text = out.read_text()
+    assert rc == 1 and "## Failed configurations" in text and "`no_such_preset:cpu:fp32`" in text
+    assert "| tiny_l2cocc_c | cpu | fp32 + channels_last |" in text  # the one that worked is in the report

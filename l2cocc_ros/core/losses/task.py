@@ -71,7 +71,14 @@ def weighted_ce(logits: torch.Tensor, target: torch.Tensor, class_weights: torch
 
 
 def _bce_to_one(x: torch.Tensor) -> torch.Tensor:
-    """``BCE(x, 1) = -log(x)`` with PyTorch's clamp of the log at -100."""
+    """``BCE(x, 1) = -log(x)`` with PyTorch's clamp of the log at -100.
+
+    ``x`` is a ratio in [0, 1] by construction (precision, recall, specificity), but its numerator and
+    denominator are float sums taken in different orders, so a ratio that is 1 exactly can come out a few ulps
+    above it, which ``binary_cross_entropy`` refuses (it stopped a training run). It is clamped to [0, 1]:
+    the same loss wherever the original is defined.
+    """
+    x = x.clamp(0.0, 1.0)
     return F.binary_cross_entropy(x, torch.ones_like(x))
 
 
@@ -121,7 +128,7 @@ def sem_scal_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
         if has_p[c]:
             term = term + _bce_to_one(hit[c] / sum_p[c])
         if has_not[c]:
-            term = term + _bce_to_one((spec_num[c] / not_c[c]).clamp(0.0, 1.0))
+            term = term + _bce_to_one(spec_num[c] / not_c[c])
         loss = loss + term
     return loss / n_present
 
