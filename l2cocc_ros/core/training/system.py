@@ -92,8 +92,9 @@ class L2COccSystem(L.LightningModule):
         if teacher_ckpt is not None:
             if variant != "d":
                 raise ValueError(f"--teacher is only for variant 'd' (config {cfg.name!r} is {variant!r})")
-            report = load_released(teacher_ckpt, self.model.teacher)
-            logger.info("teacher loaded from %s (%d parameters)", teacher_ckpt, report.num_params)
+            load_released(teacher_ckpt, self.model.teacher)
+            logger.info("teacher loaded from %s (%d frozen parameters)", teacher_ckpt,
+                        sum(p.numel() for p in self.model.teacher.parameters()))
         if variant == "d":
             for p in self.model.teacher.parameters():
                 p.requires_grad_(False)
