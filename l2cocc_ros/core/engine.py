@@ -65,8 +65,9 @@ def capture_static_stages(model: nn.Module, **compile_kwargs) -> List[str]:
 
     Every block named in ``model.static_shape_stages`` is compiled with ``nn.Module.compile`` (state_dict keys
     unchanged) with ``fullgraph=True, dynamic=False``: a graph break raises instead of silently splitting the
-    stage (``test_engine`` checks that every stage's graph has plain-int sizes only). With ``mode="reduce-overhead"`` on CUDA, torch records each stage as a
-    CUDA graph on its first calls and replays it afterwards (one launch instead of hundreds of kernels).
+    stage (``test_engine`` checks that every stage's graph has plain-int sizes only). With
+    ``mode="reduce-overhead"`` on CUDA, torch records each stage as a CUDA graph on its first calls and replays
+    it afterwards (one launch instead of hundreds of kernels).
 
     Args:
         model: a segmentor from ``build_model``.

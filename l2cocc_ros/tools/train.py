@@ -143,8 +143,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         trainer, system = fit(cfg, train_set, val_set, out, max_steps=args.max_steps, devices=devices,
                               accelerator=args.accelerator, num_nodes=args.num_nodes, resume=args.resume,
-                              teacher_ckpt=args.teacher, init_ckpt=args.init_from, val_every=args.val_every, ckpt_every=args.ckpt_every,
-                              num_workers=args.num_workers, progress_bar=not args.no_progress, seed=args.seed)
+                              teacher_ckpt=args.teacher, init_ckpt=args.init_from, val_every=args.val_every,
+                              ckpt_every=args.ckpt_every, num_workers=args.num_workers,
+                              progress_bar=not args.no_progress, seed=args.seed)
     except (FileNotFoundError, CheckpointError) as exc:
         print(f"l2cocc train: error: {exc}", file=sys.stderr)
         return 2

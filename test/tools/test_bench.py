@@ -109,7 +109,8 @@ def test_specs_are_checked_before_anything_runs():
 
 def test_a_failing_configuration_is_reported_and_the_others_kept(tmp_path, capsys):
     with pytest.raises(SystemExit):  # refused up front: nothing measured, nothing written
-        bench.main(["--sections", "engine", "--engine", "tiny_l2cocc_c:cpu:1:cuda_graphs", "--out", str(tmp_path / "a.md")])
+        bench.main(["--sections", "engine", "--engine", "tiny_l2cocc_c:cpu:1:cuda_graphs",
+                    "--out", str(tmp_path / "a.md")])
     assert "needs a cuda device" in capsys.readouterr().err and not (tmp_path / "a.md").exists()
     out = tmp_path / "b.md"
     rc = bench.main(["--sections", "agreement", "--agreement", "no_such_preset:cpu:fp32",
