@@ -23,8 +23,8 @@ from l2cocc_ros.core.config import ModelConfig, get_preset
 from l2cocc_ros.core.resize_torch import DeviceResizeCrop, check_resample
 from l2cocc_ros.core.stereo import StereoBackend, get_stereo_backend, stereo_baseline
 
-__all__ = ["EngineResult", "InferenceEngine", "capture_static_stages", "resolve_device", "to_channels_last",
-           "PRECISIONS"]
+__all__ = ["EngineResult", "InferenceEngine", "capture_static_stages", "check_fast_path", "resolve_device",
+           "to_channels_last", "PRECISIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,19 @@ def to_channels_last(model: nn.Module) -> nn.Module:
         if isinstance(weight, torch.Tensor) and weight.dim() in (4, 5):
             module.to(memory_format=torch.channels_last if weight.dim() == 4 else torch.channels_last_3d)
     return model
+
+
+def check_fast_path(device_type: str, *, compile_model: bool = False, cuda_graphs: bool = False) -> None:
+    """Refuse fast-path options that cannot run together or on a device of ``device_type`` ("cpu", "cuda").
+
+    Raises:
+        ValueError: ``cuda_graphs`` off CUDA, or with ``compile_model``.
+    """
+    if cuda_graphs and device_type != "cuda":
+        raise ValueError(f"cuda_graphs needs a CUDA device, got {device_type}")
+    if cuda_graphs and compile_model:
+        raise ValueError("cuda_graphs and compile_model exclude each other (cuda_graphs compiles the "
+                         "static-shape stages itself)")
 
 
 def capture_static_stages(model: nn.Module, **compile_kwargs) -> List[str]:
@@ -157,11 +170,7 @@ class InferenceEngine:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        if cuda_graphs and self.device.type != "cuda":
-            raise ValueError(f"cuda_graphs needs a CUDA device, got {self.device}")
-        if cuda_graphs and compile_model:
-            raise ValueError("cuda_graphs and compile_model exclude each other (cuda_graphs compiles the "
-                             "static-shape stages itself)")
+        check_fast_path(self.device.type, compile_model=compile_model, cuda_graphs=cuda_graphs)
         self.cfg = cfg
         self.model = model.to(self.device).eval()
         if channels_last:

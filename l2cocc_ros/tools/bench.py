@@ -272,7 +272,8 @@ def bench_agreement(preset: str, device: str, precision: str, seed: int = 0, **f
         got = engine.infer(left, right, p2, p3, t_velo_cam, points=pts).labels
     inter = np.logical_and(ref > 0, got > 0).sum()
     union = np.logical_or(ref > 0, got > 0).sum()
-    return {"preset": preset, "device": device, "precision": precision, **_fast_columns(fast), "agreement_pct": float(100.0 * (ref == got).mean()),
+    return {"preset": preset, "device": device, "precision": precision, **_fast_columns(fast),
+            "agreement_pct": float(100.0 * (ref == got).mean()),
             "occupancy_iou_pct": float(100.0 * inter / max(union, 1))}
 
 
@@ -408,10 +409,12 @@ def _spec_kwargs(spec: str, *, with_runs: bool) -> Dict[str, object]:
         kw["runs"] = int(runs)
     kw["precision"] = rest.pop(0) if rest and (not with_runs or rest[0] not in FAST_FLAGS) else "fp32"
     fast = _fast_kwargs(rest)
-    if fast["cuda_graphs"] and not device.startswith("cuda"):
-        raise ValueError(f"{spec!r}: cuda_graphs needs a cuda device")
-    if fast["cuda_graphs"] and fast["compile_model"]:
-        raise ValueError(f"{spec!r}: compile and cuda_graphs exclude each other")
+    from l2cocc_ros.core.engine import check_fast_path
+
+    try:
+        check_fast_path(device.split(":")[0], compile_model=fast["compile_model"], cuda_graphs=fast["cuda_graphs"])
+    except ValueError as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
     return {**kw, **fast}
 
 

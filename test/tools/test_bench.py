@@ -99,7 +99,7 @@ def test_specs_are_checked_before_anything_runs():
         "channels_last": True, "compile_model": False, "cuda_graphs": True, "device_preprocess": False}
     assert bench._spec_kwargs("tiny_l2cocc_c:cpu:3:channels_last", with_runs=True)["precision"] == "fp32"
     assert bench._spec_kwargs("tiny_l2cocc_c:cpu:fp32", with_runs=False)["precision"] == "fp32"
-    for spec, phrase in (("tiny_l2cocc_c:cpu:3:cuda_graphs", "needs a cuda device"),
+    for spec, phrase in (("tiny_l2cocc_c:cpu:3:cuda_graphs", "needs a CUDA device"),
                          ("tiny_l2cocc_c:cuda:0:3:compile:cuda_graphs", "exclude each other"),
                          ("tiny_l2cocc_c:cpu:x", "RUNS must be a positive integer"),
                          ("tiny_l2cocc_c:cpu", "expected PRESET:DEVICE")):
@@ -111,7 +111,7 @@ def test_a_failing_configuration_is_reported_and_the_others_kept(tmp_path, capsy
     with pytest.raises(SystemExit):  # refused up front: nothing measured, nothing written
         bench.main(["--sections", "engine", "--engine", "tiny_l2cocc_c:cpu:1:cuda_graphs",
                     "--out", str(tmp_path / "a.md")])
-    assert "needs a cuda device" in capsys.readouterr().err and not (tmp_path / "a.md").exists()
+    assert "needs a CUDA device" in capsys.readouterr().err and not (tmp_path / "a.md").exists()
     out = tmp_path / "b.md"
     rc = bench.main(["--sections", "agreement", "--agreement", "no_such_preset:cpu:fp32",
                      "tiny_l2cocc_c:cpu:fp32:channels_last", "--out", str(out)])
