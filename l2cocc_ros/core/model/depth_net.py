@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from l2cocc_ros.core.camera import mlp_input as camera_mlp_input
 
 from .ops import DeformConv2dPack, NeighborhoodCrossAttention2D
+from .precision import full_precision
 
 __all__ = ["GeometryDepthNet", "MonoDepthNet", "StereoVolumeEncoder", "DepthAggregation",
            "stereo_depth_to_onehot", "get_mlp_input"]
@@ -62,6 +63,7 @@ def get_mlp_input(rot: Tensor, tran: Tensor, intrin: Tensor, post_rot: Tensor, p
     return camera_mlp_input(rot, tran, intrin, post_rot, post_tran, bda)
 
 
+@full_precision
 def stereo_depth_to_onehot(depth: Tensor, depth_bins: int, dmin: float = 2.0, step: float = 0.5,
                            downsample: int = 8) -> Tensor:
     """Per-patch one-hot stereo depth volume, exactly as the original (one-bin shift included).

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .geometry import PC_RANGE, cam_params, lidar_to_image
+from .precision import full_precision
 from .voxel_proposal import make_image_grid
 
 __all__ = ["dfa3d_sample", "MSDeformableAttention3D_DFA3D", "DeformCrossAttention_DFA3D", "EVTFFN",
@@ -23,6 +24,7 @@ __all__ = ["dfa3d_sample", "MSDeformableAttention3D_DFA3D", "DeformCrossAttentio
 logger = logging.getLogger(__name__)
 
 
+@full_precision
 def dfa3d_sample(value: Tensor, depth: Tensor, loc: Tensor, attn: Tensor, hw: Tuple[int, int],
                  chunk: int = 16384) -> Tensor:
     """Depth-weighted deformable sampling (DFA3D, one level, one camera).
@@ -36,7 +38,8 @@ def dfa3d_sample(value: Tensor, depth: Tensor, loc: Tensor, attn: Tensor, hw: Tu
         chunk: queries per block (bounds the (chunk, M, K, Cm) gather buffers).
 
     Returns:
-        (Q, M * Cm): sum_k attn * sum_corners bilinear(u, v) * lerp_depth(P) * value, zero outside the map.
+        (Q, M * Cm): sum_k attn * sum_corners bilinear(u, v) * lerp_depth(P) * value, zero outside the map
+        (float32 under autocast: the precision policy).
     """
     if loc.shape[0] > chunk:
         return torch.cat([dfa3d_sample(value, depth, loc[i:i + chunk], attn[i:i + chunk], hw, chunk)
@@ -71,6 +74,14 @@ def dfa3d_sample(value: Tensor, depth: Tensor, loc: Tensor, attn: Tensor, hw: Tu
             vals = v_flat[tok * M + head]  # (Q, M, K, Cm)
             out = out + torch.einsum("qmk,qmkc->qmc", w, vals)
     return out.reshape(Q, M * Cm)
+
+
+@full_precision
+def _sampling_locations(ref: Tensor, off_uv: Tensor, off_d: Tensor, norm: Tuple[int, int, int]) -> Tensor:
+    """(Q, M, K, 3) normalised locations: reference (Q, 3) + offsets (uv in feature pixels, depth in bins) / norm."""
+    q = ref.shape[0]
+    off = torch.cat([off_uv[..., 0:1] / norm[0], off_uv[..., 1:2] / norm[1], off_d / norm[2]], -1)
+    return ref.view(q, 1, 1, 3) + off
 
 
 class MSDeformableAttention3D_DFA3D(nn.Module):
@@ -138,8 +149,7 @@ class MSDeformableAttention3D_DFA3D(nn.Module):
         off_uv = self.sampling_offsets(query).view(Q, M, K, 2)
         off_d = self.sampling_offsets_depth(query).view(Q, M, K, 1)
         attn = self.attention_weights(query).view(Q, M, L * K).softmax(-1)
-        norm = off_uv.new_tensor([W, H, D])
-        loc = ref.view(Q, 1, 1, 3) + torch.cat([off_uv, off_d], -1) / norm
+        loc = _sampling_locations(ref, off_uv, off_d, (W, H, D))
         return dfa3d_sample(v, depth, loc, attn, hw)
 
 
@@ -155,13 +165,14 @@ class DeformCrossAttention_DFA3D(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.zeros_(self.output_proj.bias)
 
-    def forward(self, query: Tensor, value: Tensor, depth: Tensor, ref: Tensor, valid: Tensor,
+    def forward(self, query: Tensor, value: Tensor, depth: Tensor, ref: Tensor, valid_idx: Tensor,
                 hw: Tuple[int, int]) -> Tensor:
-        """Args: query (Q, C); value (HW, C); depth (HW, D); ref (Q, 3); valid (Q,) bool; hw. Returns (Q, C)."""
+        """Args: query (Q, C); value (HW, C); depth (HW, D); ref (Q, 3); valid_idx (V,) int64 indices of the
+        queries with a valid projection; hw. Returns (Q, C)."""
         slots = torch.zeros_like(query)
-        idx = valid.nonzero().squeeze(1)
-        if idx.numel():
-            slots = slots.index_copy(0, idx, self.deformable_attention(query[idx], value, depth, ref[idx], hw))
+        if valid_idx.numel():  # the scatter target keeps the queries' dtype (float32 under autocast)
+            sampled = self.deformable_attention(query[valid_idx], value, depth, ref[valid_idx], hw)
+            slots = slots.index_copy(0, valid_idx, sampled.to(slots.dtype))
         return self.dropout(self.output_proj(slots)) + query
 
 
@@ -190,9 +201,10 @@ class VoxFormerLayer(nn.Module):
                                           dropout=dropout)])
         self.norms = nn.ModuleList([nn.LayerNorm(embed_dims), nn.LayerNorm(embed_dims)])
 
-    def forward(self, query: Tensor, value: Tensor, depth: Tensor, ref: Tensor, valid: Tensor,
+    def forward(self, query: Tensor, value: Tensor, depth: Tensor, ref: Tensor, valid_idx: Tensor,
                 hw: Tuple[int, int]) -> Tensor:
-        q = self.norms[0](self.attentions[0](query, value, depth, ref, valid, hw))
+        """Args as :class:`DeformCrossAttention_DFA3D`."""
+        q = self.norms[0](self.attentions[0](query, value, depth, ref, valid_idx, hw))
         return self.norms[1](self.ffns[0](q))
 
 
@@ -205,8 +217,10 @@ class VoxFormerEncoder(nn.Module):
 
     def forward(self, query: Tensor, value: Tensor, depth: Tensor, ref: Tensor, valid: Tensor,
                 hw: Tuple[int, int]) -> Tensor:
+        """Args: query (Q, C); value (HW, C); depth (HW, D); ref (Q, 3); valid (Q,) bool; hw. Returns (Q, C)."""
+        valid_idx = valid.nonzero().squeeze(1)  # once for all layers (one host sync on CUDA)
         for layer in self.layers:
-            query = layer(query, value, depth, ref, valid, hw)
+            query = layer(query, value, depth, ref, valid_idx, hw)
         return query
 
 
@@ -271,6 +285,7 @@ class VoxFormerHead_Tiny(nn.Module):
         self.mlp_prior = nn.Sequential(nn.Linear(embed_dims, embed_dims // 2), nn.LayerNorm(embed_dims // 2),
                                        nn.LeakyReLU(), nn.Linear(embed_dims // 2, embed_dims))
 
+    @full_precision
     def reference_points(self, ref_3d: Tensor, rot: Tensor, tran: Tensor, intrin: Tensor, post_rot: Tensor,
                          post_tran: Tensor, bda: Tensor) -> Tuple[Tensor, Tensor]:
         """Normalised image references (Q, 3) and validity (Q,) of normalised voxel centres ``ref_3d`` (Q, 3)."""
@@ -308,14 +323,15 @@ class VoxFormerHead_Tiny(nn.Module):
         ctx = context.reshape(-1, *context.shape[-3:])[0]
         prob = depth_prob.reshape(-1, *depth_prob.shape[-3:])[0]
         queries = lss_volume.reshape(C, -1).t()  # (XYZ, C)
-        prop = proposal.reshape(-1)
-        if prop.sum() < 2:
-            prop = torch.ones_like(prop)
-        unmasked = (prop > 0).nonzero().squeeze(1)
-        masked = (prop == 0).nonzero().squeeze(1)
+        prop = proposal.reshape(-1) > 0
+        prop = prop | (prop.sum() < 2)  # fewer than 2 proposed voxels: all are
+        # proposed voxels first, each group in index order: one host sync (the count) instead of three
+        order = torch.argsort(prop.logical_not().to(torch.uint8), stable=True)
+        n_proposed = int(prop.sum())
+        unmasked, masked = order[:n_proposed], order[n_proposed:]
         ref, valid = self.reference_points(self.ref_3d[unmasked], rot, tran, intrin, post_rot, post_tran, bda)
         seed = self.cross_transformer(queries[unmasked], ctx, prob, ref, valid)
-        out = queries.new_zeros(X * Y * Z, C)
-        out = out.index_copy(0, unmasked, seed)
-        out = out.index_copy(0, masked, self.mlp_prior(queries[masked]))
+        out = queries.new_zeros(X * Y * Z, C)  # the scatter target keeps the LSS volume's dtype (float32)
+        out = out.index_copy(0, unmasked, seed.to(out.dtype))
+        out = out.index_copy(0, masked, self.mlp_prior(queries[masked]).to(out.dtype))
         return out.t().reshape(1, C, X, Y, Z)

@@ -12,10 +12,13 @@ truncation agree to the last bit wherever float32 allows.
 from __future__ import annotations
 
 import logging
+import math
 from typing import NamedTuple, Tuple
 
 import torch
 from torch import Tensor
+
+from .precision import full_precision
 
 __all__ = ["PC_RANGE", "CamParams", "cam_params", "image_to_lidar", "lidar_to_image"]
 
@@ -49,7 +52,7 @@ class CamParams(NamedTuple):
 def _squeeze(t: Tensor, shape: Tuple[int, ...], name: str) -> Tensor:
     if not isinstance(t, Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.numel() != int(torch.tensor(shape).prod()):
+    if t.numel() != math.prod(shape):
         raise ValueError(f"{name}: expected {shape} (optionally with leading (1, 1) dims), got {tuple(t.shape)}")
     return t.reshape(shape)
 
@@ -79,6 +82,16 @@ def cam_params(rot: Tensor, tran: Tensor, intrin: Tensor, post_rot: Tensor, post
                      _squeeze(post_tran, (3,), "post_tran"), _squeeze(bda, (b, b), "bda"))
 
 
+def _inv(m: Tensor) -> Tensor:
+    """Inverse of a small matrix without ``torch.inverse``'s error check (a host sync on CUDA per call).
+
+    ``linalg.inv_ex`` runs the same LU solve (bit-identical results); a singular camera matrix gives inf/nan
+    instead of an exception, which the engine's input validation (finite P2 with fx > 0) rules out.
+    """
+    return torch.linalg.inv_ex(m).inverse
+
+
+@full_precision
 def image_to_lidar(uvd: Tensor, cam: CamParams) -> Tensor:
     """Back-project network-image points (u', v', depth) to LiDAR coordinates.
 
@@ -93,13 +106,13 @@ def image_to_lidar(uvd: Tensor, cam: CamParams) -> Tensor:
     """
     shape = uvd.shape
     pts = uvd.reshape(-1, 3) - cam.post_tran.view(1, 3)
-    pts = torch.inverse(cam.post_rot).view(1, 3, 3).matmul(pts.unsqueeze(-1))  # (M, 3, 1)
+    pts = _inv(cam.post_rot).view(1, 3, 3).matmul(pts.unsqueeze(-1))  # (M, 3, 1)
     pts = torch.cat((pts[:, :2] * pts[:, 2:3], pts[:, 2:3]), 1)
     intrin = cam.intrin
     if intrin.shape[-1] == 4:
         pts = pts - intrin[:3, 3].view(1, 3, 1)
         intrin = intrin[:3, :3]
-    combine = cam.rot.matmul(torch.inverse(intrin))
+    combine = cam.rot.matmul(_inv(intrin))
     pts = combine.view(1, 3, 3).matmul(pts).squeeze(-1) + cam.tran.view(1, 3)
     if cam.bda.shape[-1] == 4:
         pts = torch.cat((pts, torch.ones_like(pts[:, :1])), -1)
@@ -109,6 +122,7 @@ def image_to_lidar(uvd: Tensor, cam: CamParams) -> Tensor:
     return pts.reshape(shape)
 
 
+@full_precision
 def lidar_to_image(xyz: Tensor, cam: CamParams, eps: float = 1e-5) -> Tuple[Tensor, Tensor]:
     """Project LiDAR points into the network image.
 
@@ -125,11 +139,11 @@ def lidar_to_image(xyz: Tensor, cam: CamParams, eps: float = 1e-5) -> Tuple[Tens
     pts = xyz.reshape(-1, 3)
     if cam.bda.shape[-1] == 4:
         pts = torch.cat((pts, torch.ones_like(pts[:, :1])), -1)
-        pts = torch.inverse(cam.bda).view(1, 4, 4).matmul(pts.unsqueeze(-1)).squeeze(-1)[:, :3]
+        pts = _inv(cam.bda).view(1, 4, 4).matmul(pts.unsqueeze(-1)).squeeze(-1)[:, :3]
     else:
-        pts = torch.inverse(cam.bda).view(1, 3, 3).matmul(pts.unsqueeze(-1)).squeeze(-1)
+        pts = _inv(cam.bda).view(1, 3, 3).matmul(pts.unsqueeze(-1)).squeeze(-1)
     pts = pts - cam.tran.view(1, 3)
-    pts = (cam.rot.inverse().view(1, 3, 3) @ pts.unsqueeze(-1)).squeeze(-1)
+    pts = (_inv(cam.rot).view(1, 3, 3) @ pts.unsqueeze(-1)).squeeze(-1)
     if cam.intrin.shape[-1] == 4:
         pts = torch.cat((pts, torch.ones_like(pts[:, :1])), -1)
     proj = (cam.intrin.view(1, *cam.intrin.shape) @ pts.unsqueeze(-1)).squeeze(-1)

@@ -8,12 +8,14 @@ import torch
 from torch import Tensor, nn
 
 from .geometry import PC_RANGE
+from .precision import full_precision
 
 __all__ = ["lidar_preprocess", "LidarEncoder"]
 
 logger = logging.getLogger(__name__)
 
 
+@full_precision
 def lidar_preprocess(points: Tensor, *, pc_range: Sequence[float] = PC_RANGE,
                      occ_size: Sequence[int] = (256, 256, 32), coarse_ratio: int = 2) -> Tuple[Tensor, Tensor]:
     """Crop a scan to the range and build the 6-d point features of the original loader.
@@ -87,7 +89,8 @@ class LidarEncoder(nn.Module):
             raise ValueError(f"feats: need at least 2 points, got {feats.shape[0]}")
         X, Y, Z = self.grid_size
         g = grid_ind.long()
-        if (g < 0).any() or (g >= g.new_tensor(self.grid_size)).any():
+        outside = (g < 0).any(1) | (g[:, 0] >= X) | (g[:, 1] >= Y) | (g[:, 2] >= Z)
+        if outside.any():  # one host sync
             raise ValueError("grid_ind: indices outside the grid")
         flat = (g[:, 0] * Y + g[:, 1]) * Z + g[:, 2]
         unq, inv = torch.unique(flat, return_inverse=True)

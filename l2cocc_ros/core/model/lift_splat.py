@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .geometry import PC_RANGE, cam_params, image_to_lidar
+from .precision import full_precision
 
 __all__ = ["ViewTransformerLSS"]
 
@@ -88,6 +89,7 @@ class ViewTransformerLSS(nn.Module):
         ids = (idx[:, 0] * Y + idx[:, 1]) * Z + idx[:, 2]
         return ids, kept
 
+    @full_precision
     def forward(self, context: Tensor, depth_prob: Tensor, rot: Tensor, tran: Tensor, intrin: Tensor,
                 post_rot: Tensor, post_tran: Tensor, bda: Tensor) -> Tensor:
         """Lift and splat.
@@ -98,8 +100,8 @@ class ViewTransformerLSS(nn.Module):
             rot, tran, intrin, post_rot, post_tran, bda: camera tensors (see ``geometry.cam_params``).
 
         Returns:
-            (1, C, X, Y, Z) sum of ``depth_prob[k, h, w] * context[:, h, w]`` over the frustum points in
-            each voxel.
+            (1, C, X, Y, Z) float32 sum of ``depth_prob[k, h, w] * context[:, h, w]`` over the frustum points
+            in each voxel (float32 under autocast too: the precision policy).
         """
         ctx = context.reshape(-1, *context.shape[-3:])
         prob = depth_prob.reshape(-1, *depth_prob.shape[-3:])
@@ -116,13 +118,13 @@ class ViewTransformerLSS(nn.Module):
         prob_flat = prob[0].reshape(self.D, fH * fW)  # (D, HW)
         out = ctx_flat.new_zeros(X * Y * Z, C)
         hw = fH * fW
-        for k0 in range(0, self.D, self.chunk_bins):
-            k1 = min(self.D, k0 + self.chunk_bins)
-            sel = kept[k0 * hw:k1 * hw].nonzero().squeeze(1)
-            if sel.numel() == 0:
-                continue
-            pix = sel % hw
-            w = prob_flat[k0:k1].reshape(-1)[sel]  # (M,)
-            src = ctx_flat[pix] * w.unsqueeze(1)  # (M, C)
-            out.index_add_(0, ids[k0 * hw:k1 * hw][sel], src)
+        # one nonzero (one host sync on CUDA) for all points, then bounded pieces of chunk_bins * hw kept points
+        # in the same ascending order, so the sums equal a per-depth-chunk split to the last bit on a CPU
+        sel_all = kept.nonzero().squeeze(1)
+        piece = self.chunk_bins * hw
+        for i0 in range(0, sel_all.numel(), piece):
+            sel = sel_all[i0:i0 + piece]
+            w = prob_flat.reshape(-1)[sel]  # (M,)
+            src = ctx_flat[sel % hw] * w.unsqueeze(1)  # (M, C)
+            out.index_add_(0, ids[sel], src)
         return out.t().reshape(1, C, X, Y, Z)

@@ -18,6 +18,8 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from .precision import full_precision
+
 __all__ = [
     "deform_conv2d",
     "DeformConv2dPack",
@@ -35,6 +37,9 @@ def _pair(v) -> Tuple[int, int]:
 def _bilinear_zeros(img: Tensor, h: Tensor, w: Tensor) -> Tensor:
     """Bilinear samples with zeros outside, per corner (mmcv DCN semantics).
 
+    The corner indices are integers (``floor`` in the coordinates' float dtype, then int64 maths): a float
+    ``h * W + w`` is not exact in fp16 / bf16 (the full-size index 7679 rounds to 7680, one past the end).
+
     Args:
         img: (B, G, Cg, H, W) input split into G offset groups.
         h, w: (B, G, *S) sampling rows / columns in pixels.
@@ -48,17 +53,41 @@ def _bilinear_zeros(img: Tensor, h: Tensor, w: Tensor) -> Tensor:
     h0 = torch.floor(h)
     w0 = torch.floor(w)
     lh, lw = h - h0, w - w0
+    h0i, w0i = h0.long(), w0.long()
     out = None
     for dh, dw, weight in ((0, 0, (1 - lh) * (1 - lw)), (0, 1, (1 - lh) * lw),
                            (1, 0, lh * (1 - lw)), (1, 1, lh * lw)):
-        hi, wi = h0 + dh, w0 + dw
+        hi, wi = h0i + dh, w0i + dw
         valid = (hi >= 0) & (hi <= height - 1) & (wi >= 0) & (wi <= width - 1)
-        idx = (hi.clamp(0, height - 1) * width + wi.clamp(0, width - 1)).long()
+        idx = hi.clamp(0, height - 1) * width + wi.clamp(0, width - 1)
         idx = idx.reshape(b, g, 1, -1).expand(b, g, cg, idx[0, 0].numel())
         vals = torch.gather(flat, 3, idx)
         term = vals * (weight * valid.to(weight.dtype)).reshape(b, g, 1, -1)
         out = term if out is None else out + term
     return out.reshape(b, g, cg, *spatial)
+
+
+@full_precision
+def _deform_columns(x: Tensor, offset: Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
+                    padding: Tuple[int, int], dilation: Tuple[int, int], deform_groups: int) -> Tensor:
+    """Sampling coordinates and bilinear samples of deformable convolution (float32 under autocast).
+
+    Returns:
+        (B, dg, C / dg, K, H_out, W_out) sampled input columns.
+    """
+    b, c, height, width = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    h_out, w_out = offset.shape[-2:]
+    k = kh * kw
+    dev, dt = x.device, offset.dtype
+    off = offset.reshape(b, deform_groups, k, 2, h_out, w_out)
+    ki = torch.arange(kh, device=dev, dtype=dt).repeat_interleave(kw) * dh  # (K,)
+    kj = torch.arange(kw, device=dev, dtype=dt).repeat(kh) * dw
+    base_h = ki.view(k, 1, 1) + (torch.arange(h_out, device=dev, dtype=dt) * sh - ph).view(1, h_out, 1)
+    base_w = kj.view(k, 1, 1) + (torch.arange(w_out, device=dev, dtype=dt) * sw - pw).view(1, 1, w_out)
+    h = base_h + off[:, :, :, 0]  # (B, dg, K, Ho, Wo)
+    w = base_w + off[:, :, :, 1]
+    return _bilinear_zeros(x.reshape(b, deform_groups, c // deform_groups, height, width), h, w)
 
 
 def deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor, stride=1, padding=0, dilation=1,
@@ -94,15 +123,10 @@ def deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor, stride=1, padding=0
     expected = (b, 2 * deform_groups * k, h_out, w_out)
     if tuple(offset.shape) != expected:
         raise ValueError(f"deform_conv2d: offset shape {tuple(offset.shape)}, expected {expected}")
-    dev, dt = x.device, x.dtype
-    off = offset.reshape(b, deform_groups, k, 2, h_out, w_out)
-    ki = torch.arange(kh, device=dev, dtype=dt).repeat_interleave(kw) * dh  # (K,)
-    kj = torch.arange(kw, device=dev, dtype=dt).repeat(kh) * dw
-    base_h = ki.view(k, 1, 1) + (torch.arange(h_out, device=dev, dtype=dt) * sh - ph).view(1, h_out, 1)
-    base_w = kj.view(k, 1, 1) + (torch.arange(w_out, device=dev, dtype=dt) * sw - pw).view(1, 1, w_out)
-    h = base_h + off[:, :, :, 0]  # (B, dg, K, Ho, Wo)
-    w = base_w + off[:, :, :, 1]
-    cols = _bilinear_zeros(x.reshape(b, deform_groups, c // deform_groups, height, width), h, w)
+    # sampling in float32 (precision policy); the weighted sum over the columns is the convolution's matmul
+    cols = _deform_columns(x, offset, (kh, kw), (sh, sw), (ph, pw), (dh, dw), deform_groups)
+    if not torch.is_autocast_enabled(cols.device.type):  # plain low-precision weights: match their dtype
+        cols = cols.to(weight.dtype)
     cols = cols.reshape(b, groups, c_g * k, h_out * w_out)  # channel-major, then kernel point
     wmat = weight.reshape(groups, c_out // groups, c_g * k)
     out = torch.einsum("gok,bgkn->bgon", wmat, cols)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .geometry import PC_RANGE, cam_params, image_to_lidar
+from .precision import full_precision
 
 __all__ = ["VoxelProposalLayer", "make_image_grid"]
 
@@ -27,7 +28,9 @@ class VoxelProposalLayer(nn.Module):
 
     Buffer ``image_grid`` (1, 2, H, W) as the original. Points are kept strictly inside the range shrunk by
     1e-4 m; index = trunc(n * (p - min) / (max - min)). With fewer than 10 surviving points the original
-    substitutes 10 random points in [0, 1)^3 m; this is reproduced (they fall in voxel 0 for the paper grid).
+    substitutes 10 random points in [0, 1)^3 m; this is reproduced. Nothing here waits for the device: points
+    outside (and, in that fallback, all real points) are written to a spare slot past the grid that is dropped,
+    and the 10 random points go to that slot unless the fallback applies.
 
     Args:
         pc_range: (x_min, y_min, z_min, x_max, y_max, z_max) [m].
@@ -45,6 +48,7 @@ class VoxelProposalLayer(nn.Module):
         self.input_size = tuple(int(s) for s in input_size)
         self.register_buffer("image_grid", make_image_grid(input_size))
 
+    @full_precision
     def forward(self, stereo_depth: Tensor, rot: Tensor, tran: Tensor, intrin: Tensor, post_rot: Tensor,
                 post_tran: Tensor, bda: Tensor) -> Tensor:
         """Binary occupancy of the back-projected depth map.
@@ -68,14 +72,19 @@ class VoxelProposalLayer(nn.Module):
         mask = torch.ones(pts.shape[0], dtype=torch.bool, device=pts.device)
         for a in range(3):
             mask &= (pts[:, a] > lo[a] + 0.0001) & (pts[:, a] < hi[a] - 0.0001)
-        pts = pts[mask]
-        if pts.shape[0] < 10:
-            logger.debug("voxel proposal: only %d points inside the grid, using 10 dummy points", pts.shape[0])
-            pts = torch.rand(10, 3, dtype=pts.dtype, device=pts.device)
-        idx = torch.stack([(self.grid_size[a] * (pts[:, a] - lo[a]) / (hi[a] - lo[a])).long()
-                           for a in range(3)], -1)
-        idx = torch.minimum(torch.clamp(idx, min=0), idx.new_tensor(self.grid_size) - 1)
         X, Y, Z = self.grid_size
-        occ = torch.zeros(X * Y * Z, dtype=torch.float32, device=pts.device)
-        occ[(idx[:, 0] * Y + idx[:, 1]) * Z + idx[:, 2]] = 1.0
-        return occ.view(1, 1, X, Y, Z)
+        few = mask.sum() < 10  # the original's fallback, decided on the device
+        spare = X * Y * Z
+        rand = torch.rand(10, 3, dtype=pts.dtype, device=pts.device)
+        occ = torch.zeros(spare + 1, dtype=torch.float32, device=pts.device)
+        occ[self._flat_index(pts).masked_fill(few | mask.logical_not(), spare)] = 1.0
+        occ[self._flat_index(rand).masked_fill(few.logical_not(), spare)] = 1.0
+        return occ[:spare].view(1, 1, X, Y, Z)
+
+    def _flat_index(self, pts: Tensor) -> Tensor:
+        """Flat voxel index (x * Y + y) * Z + z of (N, 3) points: trunc(n * (p - min) / (max - min)), clamped."""
+        lo, hi = self.pc_range[:3], self.pc_range[3:]
+        idx = [(self.grid_size[a] * (pts[:, a] - lo[a]) / (hi[a] - lo[a])).long().clamp(0, self.grid_size[a] - 1)
+               for a in range(3)]
+        X, Y, Z = self.grid_size
+        return (idx[0] * Y + idx[1]) * Z + idx[2]

@@ -1,0 +1,66 @@
+"""The model's precision policy: what runs in float32 when the engine asks for fp16 / bf16.
+
+The engine runs the model under ``torch.autocast`` (fp16 or bf16 on CUDA): convolutions, attention and matmuls
+then compute in the low dtype, which is where the speed is. Some computations must not:
+
+* pixel and metric coordinates, the frustum and camera geometry (fp16 keeps 11 significant bits: the
+  full-size gather index 7679 rounds to 7680, ``u * depth`` overflows 65504; bf16 keeps 8 bits, too coarse
+  for a pixel coordinate);
+* index maths (voxel and pixel indices are computed in an integer dtype, or in float32 before the cast);
+* scatter targets and the softmax-weighted sums of the samplers (lift-splat, voxel proposal, EVT sampling,
+  the deformable-convolution sampler): thousands of small terms summed in fp16 lose the small ones.
+
+Each such function of the model is decorated with :func:`full_precision`: it runs with autocast disabled and
+its fp16 / bf16 tensor arguments cast to float32 (float32 and float64 pass unchanged, so CPU tests in float64
+keep their precision). Its outputs stay float32; the next autocast op casts them down where that is safe.
+One mechanism for -C, -D and -L; nothing else in the model casts for precision's sake.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from typing import Any, Callable, Iterator, TypeVar
+
+import torch
+from torch.utils._pytree import tree_map
+
+__all__ = ["full_precision", "autocast_disabled", "LOW_PRECISION"]
+
+logger = logging.getLogger(__name__)
+
+#: dtypes that autocast computes in and that :func:`full_precision` lifts to float32
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def autocast_disabled() -> Iterator[None]:
+    """Switch off autocast for every device type on which it is on now (no-op when none is)."""
+    with contextlib.ExitStack() as stack:
+        for device_type in ("cuda", "cpu"):
+            if torch.is_autocast_enabled(device_type):
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
+
+
+def _to_fp32(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.dtype in LOW_PRECISION:
+        return value.float()
+    return value
+
+
+def full_precision(fn: F) -> F:
+    """Decorator: run ``fn`` in float32 with autocast disabled (see the module docstring).
+
+    Tensor arguments, also inside tuples, lists, dicts and NamedTuples (``CamParams``), are lifted from
+    fp16 / bf16 to float32; other arguments pass unchanged.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with autocast_disabled():
+            return fn(*tree_map(_to_fp32, args), **tree_map(_to_fp32, kwargs))
+
+    return wrapper  # type: ignore[return-value]
