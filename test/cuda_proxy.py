@@ -29,7 +29,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["CudaTensor", "CudaProxy", "cuda_proxy"]
+__all__ = ["CudaTensor", "CudaProxy", "cuda_proxy", "OnDevice", "device_mixing"]
 
 CUDA = torch.device("cuda", 0)
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -306,3 +306,89 @@ def cuda_proxy() -> Iterator[CudaProxy]:
         torch.Tensor.cuda = real_cuda
         torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
         torch.set_autocast_cache_enabled(cache)
+
+
+# ------------------------------------------------------------------------------ training: device mixing with autograd
+class OnDevice(torch.Tensor):
+    """Real CPU data behind the ``meta`` device, standing in for the GPU in training checks.
+
+    Unlike :class:`CudaTensor` it supports autograd (the meta device has a device guard in every torch build), and
+    unlike plain meta tensors it holds data, so ``item()``, ``nonzero`` and boolean masks run. Ops mixing it
+    with a non-scalar CPU tensor are recorded in the active :func:`device_mixing` counter.
+    """
+
+    elem: torch.Tensor
+
+    @staticmethod
+    def __new__(cls, elem: torch.Tensor, requires_grad: bool = False) -> "OnDevice":
+        out = torch.Tensor._make_wrapper_subclass(cls, elem.size(), strides=elem.stride(),
+                                                  storage_offset=elem.storage_offset(), dtype=elem.dtype,
+                                                  device="meta", layout=elem.layout, requires_grad=requires_grad)
+        out.elem = elem
+        return out
+
+    def __repr__(self) -> str:
+        return f"OnDevice({self.elem!r})"
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") == "tolist":  # refused for subclasses by the binding
+            return args[0].elem.tolist()
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # backward runs here (engine threads)
+        return _device_op(func, args, kwargs or {})
+
+
+_MIXING: List[Counter] = []
+
+
+def _device_op(func, args, kwargs):
+    name = func._overloadpacket.__name__
+    flat = tree_flatten((args, kwargs))[0]
+    tensors = [t for t in flat if isinstance(t, torch.Tensor)]
+    device = kwargs.get("device")
+    to_device = torch.device(device).type == "meta" if device is not None else any(
+        isinstance(t, OnDevice) for t in tensors)
+    if any(t.device.type == "meta" and not isinstance(t, OnDevice) for t in tensors):
+        raise RuntimeError(f"{func}: a meta tensor without data (created outside device_mixing?)")
+    if any(isinstance(t, OnDevice) for t in tensors) and name not in TRANSFER_OPS:
+        indices = [i for i in (args[1] or []) if i is not None] if name in INDEX_OPS else []
+        if any(not isinstance(t, OnDevice) and t.dim() > 0 and not any(t is i for i in indices) for t in tensors):
+            for counter in _MIXING:
+                counter[(str(func), _site())] += 1
+    unwrap = lambda t: t.elem if isinstance(t, OnDevice) else t  # noqa: E731
+    cpu_args, cpu_kwargs = tree_map(unwrap, args), tree_map(unwrap, kwargs)
+    if device is not None and torch.device(device).type == "meta":
+        cpu_kwargs["device"] = torch.device("cpu")
+    out = func(*cpu_args, **cpu_kwargs)
+    schema = func._schema
+    if len(schema.returns) == 1 and schema.returns[0].alias_info is not None and schema.returns[0].alias_info.is_write:
+        return args[0]
+    if not to_device:
+        return out
+    return tree_map(lambda t: OnDevice(t) if isinstance(t, torch.Tensor) and not isinstance(t, OnDevice) else t, out)
+
+
+class _DeviceMixingMode(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        flat = tree_flatten((args, kwargs))[0]
+        device = kwargs.get("device")
+        if any(isinstance(t, OnDevice) for t in flat) or (device is not None and torch.device(device).type == "meta"):
+            return _device_op(func, args, kwargs)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def device_mixing() -> Iterator[Counter]:
+    """``x.to("meta")`` makes an :class:`OnDevice` tensor; yields the Counter of (op, site) device mixes."""
+    counter: Counter = Counter()
+    _MIXING.append(counter)
+    try:
+        with _DeviceMixingMode():
+            yield counter
+    finally:
+        _MIXING.remove(counter)

@@ -36,8 +36,8 @@ def lidar_preprocess(points: Tensor, *, pc_range: Sequence[float] = PC_RANGE,
     if points.dim() != 2 or points.shape[1] < 4:
         raise ValueError(f"points: expected (P, 4), got {tuple(points.shape)}")
     pts = points[:, :4].to(torch.float32)
-    rng = torch.tensor(list(pc_range), dtype=torch.float32, device=pts.device)
-    occ = torch.tensor(list(occ_size), dtype=torch.int32, device=pts.device)
+    rng = torch.tensor(list(pc_range), dtype=torch.float32).to(pts.device)
+    occ = torch.tensor(list(occ_size), dtype=torch.int32).to(pts.device)
     grid_len = (rng[3:] - rng[:3]) / occ * coarse_ratio
     lo = rng[:3]
     xyz = pts[:, :3]

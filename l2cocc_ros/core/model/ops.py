@@ -18,7 +18,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from .precision import full_precision
+from .precision import autocast_active, full_precision
 
 __all__ = [
     "deform_conv2d",
@@ -125,7 +125,7 @@ def deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor, stride=1, padding=0
         raise ValueError(f"deform_conv2d: offset shape {tuple(offset.shape)}, expected {expected}")
     # sampling in float32 (precision policy); the weighted sum over the columns is the convolution's matmul
     cols = _deform_columns(x, offset, (kh, kw), (sh, sw), (ph, pw), (dh, dw), deform_groups)
-    if not torch.is_autocast_enabled(cols.device.type):  # plain low-precision weights: match their dtype
+    if not autocast_active():  # plain low-precision weights: match their dtype
         cols = cols.to(weight.dtype)
     cols = cols.reshape(b, groups, c_g * k, h_out * w_out)  # channel-major, then kernel point
     wmat = weight.reshape(groups, c_out // groups, c_g * k)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import torch
 from torch.utils._pytree import tree_map
 
-__all__ = ["full_precision", "autocast_disabled", "LOW_PRECISION"]
+__all__ = ["full_precision", "autocast_active", "autocast_disabled", "LOW_PRECISION"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,20 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: device types whose autocast the policy switches off
+AUTOCAST_DEVICES = ("cuda", "cpu")
+
+
+def autocast_active() -> bool:
+    """True while autocast is on for any device type."""
+    return any(torch.is_autocast_enabled(d) for d in AUTOCAST_DEVICES)
+
+
 @contextlib.contextmanager
 def autocast_disabled() -> Iterator[None]:
     """Switch off autocast for every device type on which it is on now (no-op when none is)."""
     with contextlib.ExitStack() as stack:
-        for device_type in ("cuda", "cpu"):
+        for device_type in AUTOCAST_DEVICES:
             if torch.is_autocast_enabled(device_type):
                 stack.enter_context(torch.autocast(device_type, enabled=False))
         yield
