@@ -30,7 +30,7 @@ from l2cocc_ros.core.classes import class_table
 from l2cocc_ros.core.engine import InferenceEngine
 from l2cocc_ros.core.stereo import get_stereo_backend
 from l2cocc_ros.msg import SemanticVoxelGrid
-from l2cocc_ros.ros.diagnostics import NodeStatus
+from l2cocc_ros.ros.diagnostics import NodeStatus, clip_text
 from l2cocc_ros.ros.grid_msg import grid_to_msg
 from l2cocc_ros.ros.image import image_to_rgb, stereo_calibration
 from l2cocc_ros.ros.markers import MarkerEncoder, MarkerOptions
@@ -161,7 +161,7 @@ class L2COccNode(Node):
 
     def _reject(self, kind: str, reason: str) -> None:
         if self.status.rejected_input(kind, reason):
-            self.get_logger().warning(f"rejected input ({kind}): {reason} [throttled]")
+            self.get_logger().warning(f"rejected input ({kind}): {clip_text(reason)} [throttled]")
 
     # ------------------------------------------------------------------------------------- the frame
     def _check_stamp(self, stamp_ns: int) -> None:
