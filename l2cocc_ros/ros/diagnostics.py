@@ -93,6 +93,7 @@ class NodeStatus:
         self.tf_ok: Optional[bool] = None
         self.tf_detail = "no lookup yet"
         self.resets = 0
+        self.lost: Counter = Counter()
 
     def input_arrived(self) -> None:
         """A synchronized input set arrived."""
@@ -107,6 +108,11 @@ class NodeStatus:
         """``n`` synchronized sets were replaced by newer ones before inference (newest frame wins)."""
         with self._lock:
             self.frames_dropped += n
+
+    def samples_lost(self, source: str, n: int) -> None:
+        """The middleware reports ``n`` samples of input ``source`` lost before they reached the node."""
+        with self._lock:
+            self.lost[source] += n
 
     def rejected_input(self, kind: str, reason: str) -> bool:
         """Count a rejected input; returns True when a log line is due (throttled per kind).
@@ -157,6 +163,8 @@ class NodeStatus:
                 "tf": "ok" if self.tf_ok else ("missing" if self.tf_ok is False else "unknown"),
                 "tf_detail": self.tf_detail,
                 "resets": self.resets,
+                "lost_total": sum(self.lost.values()),
+                **{f"lost.{k}": v for k, v in sorted(self.lost.items())},
             }
 
     def level(self) -> Tuple[int, str]:

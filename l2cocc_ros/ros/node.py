@@ -103,8 +103,10 @@ class L2COccNode(Node):
                   (Image, "~/input/right/image", SENSOR_QOS), (CameraInfo, "~/input/right/camera_info", SENSOR_QOS)]
         if self.engine.needs_points:
             inputs.append((PointCloud2, "~/input/pointcloud", SENSOR_QOS))
+        names = [topic.removeprefix("~/input/") for _, topic, _ in inputs]
         self.sync, self._subscriptions_sync = make_synchronizer(
-            self, inputs, cfg.sync_queue_size, cfg.sync_slop_s, self._on_synchronized)
+            self, inputs, cfg.sync_queue_size, cfg.sync_slop_s, self._on_synchronized,
+            on_lost=lambda i, n: self.status.samples_lost(names[i], n))
         # 5. worker and timers
         self._cond = threading.Condition()
         self._slot: Optional[Sequence] = None
@@ -255,6 +257,7 @@ class L2COccNode(Node):
     # ------------------------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         extra = {f"timing.{k}_ms": round(v, 2) for k, v in self.last_timings_ms.items()}
+        extra["tf.ignored"] = self.tf.ignored
         if self.sync is not None:
             s = self.sync.stats
             extra.update({"sync.dropped_overflow": s.dropped_overflow, "sync.dropped_stale": s.dropped_stale,

@@ -151,6 +151,7 @@ def make_synchronizer(
     callback: Callable[..., Any],
     *,
     callback_group=None,
+    on_lost: Optional[Callable[[int, int], None]] = None,
 ) -> Tuple[Optional[ApproximateTimeSynchronizer], list]:
     """Subscribe to ``inputs`` and call ``callback(*msgs)`` with approximately synchronized sets.
 
@@ -161,18 +162,29 @@ def make_synchronizer(
         slop: largest stamp spread within a set [s].
         callback: receives one message per input.
         callback_group: group of the subscriptions (ours only).
+        on_lost: ``on_lost(input_index, count)`` when the middleware reports ``count`` samples of an input lost
+            before they reached us (the subscription's message_lost event, where the RMW supports it).
 
     Returns:
         (our synchronizer, or None when message_filters is used, the list of subscriptions/filters).
     """
+    from rclpy.event_handler import SubscriptionEventCallbacks
+
+    def events(i: int) -> Optional[SubscriptionEventCallbacks]:
+        if on_lost is None:
+            return None
+        return SubscriptionEventCallbacks(message_lost=lambda info: on_lost(i, int(info.total_count_change)))
+
     if _message_filters is not None:  # pragma: no cover - depends on the machine
-        subs = [_message_filters.Subscriber(node, t, topic, qos_profile=qos) for t, topic, qos in inputs]
+        subs = [_message_filters.Subscriber(node, t, topic, qos_profile=qos, event_callbacks=events(i))
+                for i, (t, topic, qos) in enumerate(inputs)]
         sync = _message_filters.ApproximateTimeSynchronizer(subs, queue_size, slop)
         sync.registerCallback(callback)
         return None, subs + [sync]
     sync = ApproximateTimeSynchronizer(len(inputs), queue_size, slop, callback)
     subs = [
-        node.create_subscription(t, topic, (lambda m, i=i: sync.add(i, m)), qos, callback_group=callback_group)
+        node.create_subscription(t, topic, (lambda m, i=i: sync.add(i, m)), qos, callback_group=callback_group,
+                                 event_callbacks=events(i))
         for i, (t, topic, qos) in enumerate(inputs)
     ]
     return sync, subs

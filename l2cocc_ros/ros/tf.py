@@ -337,6 +337,11 @@ class TfLookup:
             self.buffer = TransformBuffer(cache_time)
             self.listener = TransformListener(self.buffer, node)
 
+    @property
+    def ignored(self) -> int:
+        """TF samples our listener refused (invalid, or /tf for a static link); tf2_ros does not count them."""
+        return self.listener.ignored if self.backend == "l2cocc" else 0
+
     def lookup(self, target: str, source: str, stamp_ns: int, timeout: float) -> np.ndarray:
         """``T_target_from_source`` at the stamp.
 
