@@ -26,3 +26,25 @@ def test_samples_the_middleware_loses_are_counted_in_diagnostics():
         assert values["tf.ignored"] == "0"
     finally:
         g.close()
+
+
+def test_a_rejected_set_never_moves_the_last_stamp():
+    # one garbage set stamped 2.5 s ahead (less than stamp_reset_s, so no reset) must not make the next valid
+    # frames fail as stamp_jump_back: validation comes before the stamp is recorded
+    from sensor_msgs.msg import Image
+
+    from node_helpers import make_frame, stamp_of
+
+    g = Graph()
+    try:
+        g.send(make_frame(stamp_of(10.0)).msgs, None)
+        left, linfo, right, rinfo = make_frame(stamp_of(12.5)).msgs
+        bad = Image(height=left.height, width=left.width, encoding="yuv422", step=left.width * 2)
+        bad.header = left.header
+        bad.data = bytes(left.width * 2 * left.height)
+        g.send([bad, linfo, right, rinfo], "encoding")
+        for t in (10.1, 10.2):
+            g.send(make_frame(stamp_of(t), seed=int(t * 10)).msgs, None)
+        assert g.node.status.rejected["stamp_jump_back"] == 0 and g.node.status.frames_processed == 3
+    finally:
+        g.close()
