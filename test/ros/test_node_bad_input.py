@@ -12,6 +12,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
+from l2cocc_ros.core.frame import LidarFrame
 from l2cocc_ros.msg import SemanticVoxelGrid
 from l2cocc_ros.ros.grid_msg import msg_to_grid
 from l2cocc_ros.ros.image import numpy_to_image
@@ -159,7 +160,7 @@ def test_bad_point_clouds_for_the_lidar_variant():
                                rng.uniform(0, 1, 3000)]).astype(np.float32)
         pts[::7, 1] = np.inf  # some non-finite points are dropped, the rest is used
         g.send(frame(1.3, pts), None)
-        expected = g.node.engine.infer(None, None, None, None, None, points=pts[np.isfinite(pts).all(1)])
+        expected = g.node.engine.infer(LidarFrame(pts[np.isfinite(pts).all(1)], 1))
         np.testing.assert_array_equal(msg_to_grid(g.grids[-1]).labels, expected.labels)
         assert g.node.status.rejected["pointcloud"] == 3
     finally:
@@ -177,8 +178,7 @@ def test_configured_fallback_transform_replaces_a_missing_tf():
         g.send(frame.msgs, None)
         snap = g.node.status.snapshot()
         assert snap["tf"] == "ok" and snap["tf_detail"].startswith("fallback transform") and snap["rejected.tf"] == 0
-        expected = g.node.engine.infer(frame.left, frame.right, frame.msgs[1].p.reshape(3, 4),
-                                       frame.msgs[3].p.reshape(3, 4), g.node.config.tf_fallback)
+        expected = g.node.engine.infer(frame.stereo_frame(g.node.config.tf_fallback))
         np.testing.assert_array_equal(msg_to_grid(g.grids[-1]).labels, expected.labels)
     finally:
         g.close()
