@@ -96,10 +96,11 @@ def test_each_bad_camera_input_is_rejected_and_reported(graph):
     assert status.level == DiagnosticStatus.OK or (status.level == DiagnosticStatus.WARN
                                                    and status.message.startswith("processing took"))
 
-    left, linfo, right, rinfo = make_frame(stamp_of(10.1)).msgs
+    left, linfo, right, rinfo = make_frame(stamp_of(12.5)).msgs
     bad = Image(height=left.height, width=left.width, encoding="yuv422", step=left.width * 2)
     bad.data = bytes(left.width * 2 * left.height)
-    g.send(with_stamp([bad, linfo, right, rinfo], 10.1), "encoding")
+    # stamped 2.5 s ahead: a rejected set must not become the "last frame" that later valid ones are compared to
+    g.send(with_stamp([bad, linfo, right, rinfo], 12.5), "encoding")
 
     left, linfo, right, rinfo = make_frame(stamp_of(10.2)).msgs
     narrow = numpy_to_image(np.zeros((64, 100, 3), np.uint8), "rgb8", stamp=stamp_of(10.2), frame_id="camera_color_right")
