@@ -48,8 +48,11 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 """The shipped parameter files (source tree; ``l2cocc node`` without ``--params-file`` uses them)."""
 _SHIPPED_PARAM_FILES: List[str] = []  # set by main() when it added the shipped files (named in the first log line)
 
-USAGE = """usage: l2cocc_node --ros-args --params-file config/l2cocc_node.param.yaml \\
-           --params-file config/common.param.yaml -p checkpoint:=MODEL.ckpt [-r __ns:=/NS] [-r ~/input/...:=TOPIC]
+USAGE = """usage: l2cocc_node [--ros-args [--params-file config/l2cocc_node.param.yaml \\
+           --params-file config/common.param.yaml] [-p checkpoint:=MODEL.pt] [-r __ns:=/NS] [-r ~/input/...:=TOPIC]]
+
+Without --params-file the shipped parameter files are used; without checkpoint the shipped camera model.
+Variant and preset come from the checkpoint (set them only for the authors' .ckpt files).
 
 Semantic scene completion (L2COcc) from a synchronized stereo pair (+ LiDAR for variant l).
 Inputs:  ~/input/{left,right}/image, ~/input/{left,right}/camera_info, ~/input/pointcloud (variant l), TF
