@@ -29,7 +29,8 @@ from l2cocc_ros.core.config import ExperimentConfig, ModelConfig, from_dict, to_
 __all__ = [
     "FORMAT", "CONVERT_HINT", "CheckpointError", "CheckpointMismatchError", "LoadReport", "LoadedCheckpoint",
     "save_checkpoint", "load_checkpoint", "load_released", "read_state_dict", "compare_state_dict",
-    "state_dict_sha256", "DERIVED_TENSORS", "is_derived_key", "load_model", "variant_of_keys",
+    "state_dict_sha256", "DERIVED_TENSORS", "is_derived_key", "load_model", "variant_of_keys", "model_identity",
+    "SHIPPED_CAMERA_CHECKPOINT", "SHIPPED_LIDAR_CHECKPOINT",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,12 @@ CONVERT_HINT = (
     "named above; for the authors' Lightning files e.g. pytorch_lightning / mmcv)."
 )
 PathLike = Union[str, Path]
+
+_SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
+SHIPPED_CAMERA_CHECKPOINT = _SHIPPED / "micro_l2cocc_c.pt"
+"""The camera model shipped with the package (stereo -> grid): the node's and the demo's default."""
+SHIPPED_LIDAR_CHECKPOINT = _SHIPPED / "tiny_l2cocc_l.pt"
+"""The small LiDAR teacher shipped with the package (``l2cocc demo --variant l``)."""
 
 
 class CheckpointError(ValueError):
@@ -418,3 +425,45 @@ def load_model(path: PathLike, config: Union[ExperimentConfig, str, None] = None
             raise ValueError(f"checkpoint {path} records no experiment config or preset; give its preset")
     loaded = load_checkpoint(path, build_model(exp.model))
     return loaded.model.eval(), exp
+
+
+def model_identity(path: PathLike, variant: str = "", preset: str = "") -> Tuple[str, str]:
+    """The (variant, preset) of the model in ``path``: recorded in our files, configured for the others.
+
+    Our checkpoints record both, so ``variant`` and ``preset`` may be left empty; a configured value must equal
+    the recorded one. The authors' ``.ckpt`` files and plain state_dicts record neither: ``preset`` is needed
+    (``variant`` then follows from it, or must agree with it).
+
+    Args:
+        path: checkpoint file.
+        variant: configured variant ("c", "d", "l") or "" (take it from the file or the preset).
+        preset: configured preset name or "" (take it from the file).
+
+    Returns:
+        (variant, preset).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError / CheckpointError: an unreadable file, a configured value that contradicts the file (the
+            message names both), or a file without a recorded preset and none configured.
+    """
+    from l2cocc_ros.core.config import get_preset
+
+    obj = _safe_load(path)
+    meta = (obj.get("meta") or {}) if isinstance(obj, dict) and obj.get("format") == FORMAT else {}
+    stored_preset, stored_variant = str(meta.get("preset") or ""), str(meta.get("variant") or "")
+    if stored_preset:
+        if preset and preset != stored_preset:
+            raise ValueError(f"checkpoint {path} holds preset {stored_preset!r}, but preset {preset!r} was "
+                             f"configured (leave preset empty to take it from the file)")
+        preset = stored_preset
+    if not preset:
+        raise ValueError(f"checkpoint {path} records no preset (an authors' .ckpt or a plain state_dict): "
+                         f"set preset (and variant) for it")
+    preset_variant = get_preset(preset).model.variant
+    stored_variant = stored_variant or preset_variant
+    if variant and variant != stored_variant:
+        source = f"checkpoint {path} holds" if meta.get("variant") else f"preset {preset!r} is"
+        raise ValueError(f"{source} variant {stored_variant!r}, but variant {variant!r} was configured "
+                         f"(leave variant empty to take it from the file)")
+    return stored_variant, preset

@@ -25,6 +25,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64
 from visualization_msgs.msg import MarkerArray
 
+from l2cocc_ros.core.checkpoint import SHIPPED_CAMERA_CHECKPOINT
 from l2cocc_ros.core.classes import class_table
 from l2cocc_ros.core.engine import InferenceEngine
 from l2cocc_ros.core.stereo import get_stereo_backend
@@ -43,12 +44,18 @@ __all__ = ["L2COccNode", "main", "NODE_NAME"]
 logger = logging.getLogger(__name__)
 
 NODE_NAME = "l2cocc_node"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+"""The shipped parameter files (source tree; ``l2cocc node`` without ``--params-file`` uses them)."""
+_SHIPPED_PARAM_FILES: List[str] = []  # set by main() when it added the shipped files (named in the first log line)
 
 #: how far ahead of the node's clock a stamp may lie [s] (clocks of two machines can differ; years cannot)
 MAX_STAMP_AHEAD_S = 3600.0
 
-USAGE = """usage: l2cocc_node --ros-args --params-file config/l2cocc_node.param.yaml \\
-           --params-file config/common.param.yaml -p checkpoint:=MODEL.ckpt [-r __ns:=/NS] [-r ~/input/...:=TOPIC]
+USAGE = """usage: l2cocc_node [--ros-args [--params-file config/l2cocc_node.param.yaml \\
+           --params-file config/common.param.yaml] [-p checkpoint:=MODEL.pt] [-r __ns:=/NS] [-r ~/input/...:=TOPIC]]
+
+Without --params-file the shipped parameter files are used; without checkpoint the shipped camera model.
+Variant and preset come from the checkpoint (set them only for the authors' .ckpt files).
 
 Semantic scene completion (L2COcc) from a synchronized stereo pair (+ LiDAR for variant l).
 Inputs:  ~/input/{left,right}/image, ~/input/{left,right}/camera_info, ~/input/pointcloud (variant l), TF
@@ -77,6 +84,11 @@ class L2COccNode(Node):
         self.config: NodeConfig = read_parameters(self)
         cfg = self.config
         # 2. engine
+        shipped = " and ".join(_SHIPPED_PARAM_FILES)
+        self.get_logger().info(
+            f"model: {cfg.checkpoint or 'random weights'} (variant {cfg.variant}, preset {cfg.preset}"
+            f"{', the shipped camera model' if cfg.checkpoint == str(SHIPPED_CAMERA_CHECKPOINT) else ''})"
+            f"{'; parameters: the shipped files ' + shipped if shipped else ''}")
         self.engine = self._build_engine(cfg)
         self.table = class_table(self.engine.cfg.dataset)
         self.status = NodeStatus(cfg.diagnostics)
@@ -295,6 +307,13 @@ def main(args: Optional[List[str]] = None) -> int:
         sys.stdout.write(USAGE)
         return 0
     logging.basicConfig(level=logging.INFO)
+    if "--params-file" not in argv:
+        files = [str(CONFIG_DIR / "l2cocc_node.param.yaml"), str(CONFIG_DIR / "common.param.yaml")]
+        if "--ros-args" not in argv:
+            argv.append("--ros-args")
+        at = argv.index("--ros-args") + 1
+        argv[at:at] = ["--params-file", files[0], "--params-file", files[1]]
+        _SHIPPED_PARAM_FILES[:] = files
     rclpy.init(args=argv)
     node = None
     try:

@@ -13,6 +13,8 @@ __all__ = ["COMMANDS", "main"]
 # name -> (module, one-line help)
 COMMANDS = {
     "synth": ("l2cocc_ros.tools.synth", "write a synthetic sequence in the SemanticKITTI layout"),
+    "synth-benchmark": ("l2cocc_ros.tools.synth_benchmark",
+                        "generate the synthetic benchmark (training + held-out worlds, labels, stereo, manifest)"),
     "preprocess": ("l2cocc_ros.tools.preprocess", "make label (1:1, 1:2) and stereo-depth files for a dataset"),
     "train": ("l2cocc_ros.tools.train", "train L2COcc-C / -L / -D (Lightning, one GPU or DDP)"),
     "check-data": ("l2cocc_ros.tools.check_data", "validate a dataset's files before training (also run by train)"),
