@@ -1,9 +1,11 @@
-"""The torch census stereo backend: known disparities, invalid regions, registry, and agreement with SGBM."""
+"""The torch census stereo backend: known disparities, invalid regions, registry, agreement with SGBM, and the
+device it runs on (the engine's)."""
 import numpy as np
 import pytest
+import torch
 
 from l2cocc_ros.core import stereo
-from l2cocc_ros.core.stereo_torch import TorchCensusStereo
+from l2cocc_ros.core.stereo.census import TorchCensusStereo
 
 from test_stereo import BASELINE, F_PX, _right_from_left, _texture  # noqa: E402  (same folder)
 
@@ -14,7 +16,7 @@ def test_constant_disparity(downscale):
     left = _texture(h, w)
     right = _right_from_left(left, np.full((h, w), d))
     backend = stereo.get_stereo_backend("torch_census", num_disparities=64, downscale=downscale, device="cpu")
-    disp = backend.disparity(left, right)
+    disp = backend.disparity(left, right).numpy()
     valid = disp > 0
     assert valid[:, 80:].mean() > 0.9
     assert np.median(np.abs(disp[valid] - d)) < 0.3 * downscale
@@ -28,8 +30,8 @@ def test_sloped_disparity_matches_sgbm():
     left = _texture(h, w, seed=3)
     disp_true = np.tile(np.linspace(10.0, 30.0, h, dtype=np.float32)[:, None], (1, w))  # ground-like
     right = _right_from_left(left, disp_true)
-    ours = TorchCensusStereo(num_disparities=48, device="cpu").disparity(left, right)
-    sgbm = stereo.SGBMStereo(num_disparities=48).disparity(left, right)
+    ours = TorchCensusStereo(num_disparities=48, device="cpu").disparity(left, right).numpy()
+    sgbm = stereo.SGBMStereo(num_disparities=48).disparity(left, right).numpy()
     both = (ours > 0) & (sgbm > 0)
     both[:, :50] = False
     assert both.mean() > 0.6
@@ -39,10 +41,26 @@ def test_sloped_disparity_matches_sgbm():
 
 def test_textureless_is_invalid_and_bad_options_are_named():
     flat = np.full((64, 160, 3), 128, np.uint8)
-    disp = TorchCensusStereo(num_disparities=32, device="cpu").disparity(flat, flat)
+    disp = TorchCensusStereo(num_disparities=32, device="cpu").disparity(flat, flat).numpy()
     assert (disp <= 0).mean() > 0.95
     with pytest.raises(ValueError, match="num_disparities"):
         stereo.get_stereo_backend("torch_census", num_disparities=20)
     with pytest.raises(ValueError, match="block_size"):
         TorchCensusStereo(block_size=4)
     assert "torch_census" in stereo.available_stereo_backends()
+
+
+def test_runs_on_the_engine_device_not_its_own_choice():
+    """The engine moves the backend to the model's device; every tensor of the matching lives there."""
+    from l2cocc_ros.core.engine import InferenceEngine
+
+    backend = TorchCensusStereo(num_disparities=32)
+    assert backend.device == torch.device("cpu")  # no "auto" choice of its own
+    engine = InferenceEngine.from_preset("tiny_l2cocc_c", device="cpu", stereo_backend=backend)
+    assert engine.stereo is backend and backend.device == engine.device
+    backend.to("meta")  # a device that is not the CPU: the images go there, nothing comes back to the host
+    left = _texture(32, 96)
+    disp = backend.disparity(left, left)
+    assert disp.device.type == "meta" and disp.shape == (32, 96)
+    depth = backend.depth(left, left, F_PX, BASELINE)
+    assert depth.device.type == "meta"
