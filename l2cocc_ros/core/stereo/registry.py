@@ -21,6 +21,8 @@ Factory = Callable[..., StereoBackend]
 _REGISTRY: Dict[str, Union[Factory, str]] = {
     "sgbm": "l2cocc_ros.core.stereo.sgbm:SGBMStereo",
     "torch_census": "l2cocc_ros.core.stereo.census:TorchCensusStereo",
+    "msnet3d": "l2cocc_ros.core.stereo.msnet.backend:msnet3d",
+    "msnet2d": "l2cocc_ros.core.stereo.msnet.backend:msnet2d",
 }
 
 
