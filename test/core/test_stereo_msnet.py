@@ -142,3 +142,88 @@ def test_msnet3d_float32_matches_the_original_within_the_recorded_gaps():
     depth_tol = 3.0 * disp_gap * rec["max"] / case["float64"]["disparity.cropped"]["min"]  # d(K/x) = K dx / x^2
     assert not stats_errors(taps["depth_m.float32_voxformer"], {**rec, "max_abs_diff_vs_other_dtype": depth_tol},
                             gap_factor=1.0)
+
+
+# ------------------------------------------------------------------------------ the backend (VoxFormer's rules)
+def test_canvas_rule():
+    assert canvas_for((376, 1241)) == (384, 1248)  # SemanticKITTI 00-02, 13-21: top 8, right 7
+    assert canvas_for((370, 1226)) == (384, 1248)  # 04-12: top 14, right 22
+    assert canvas_for((376, 1408)) == (576, 1872)  # KITTI-360, as VoxFormer/CGFormer pad it
+    assert canvas_for((188, 620)) == (192, 624)  # another camera: the next size the network takes
+    assert canvas_for((376, 1241), "minimal") == (384, 1248) and canvas_for((96, 320), "kitti360") == (576, 1872)
+    x = torch.ones(1, 3, 370, 1226)
+    padded, top, right = pad_to_canvas(x, canvas_for((370, 1226)))
+    assert (top, right) == (14, 22) and padded[..., :14, :].abs().sum() == 0 and padded[..., -22:].abs().sum() == 0
+    assert torch.equal(crop_to_image(padded, top, (370, 1226)), x)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        canvas_for((376, 1241), (380, 1248))
+    with pytest.raises(ValueError, match="canvas must be"):
+        canvas_for((376, 1241), "kitti")
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("msnet") / "MSNet3D_rule.ckpt"
+    _write_official(path, weight_rule_state_dict("msnet3d"))
+    return path
+
+
+def _uint8_pair(h=116, w=245):
+    raw_l, raw_r = stereo_pair(h, w)
+    to_u8 = lambda a: np.clip(np.round(a.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)  # noqa: E731
+    return to_u8(raw_l), to_u8(raw_r)
+
+
+def test_backend_feeds_the_network_voxformer_inputs_and_converts_with_0_54(weights_file):
+    from l2cocc_ros.core.stereo import get_stereo_backend
+
+    left, right = _uint8_pair()
+    backend = get_stereo_backend("msnet3d", weights=str(weights_file))
+    seen = []
+    hooks = [backend.net.feature_extraction.register_forward_pre_hook(lambda _m, a: seen.append(a[0].clone())),
+             backend.net.register_forward_hook(lambda _m, _a, out: seen.append(out.clone()))]
+    fx = 718.856
+    depth = backend.depth(left, right, fx, 0.5323)
+    for hk in hooks:
+        hk.remove()
+    net_left, net_disp = seen[0], seen[-1]
+    assert net_left.shape == (1, 3, 128, 256) and net_left.dtype == torch.float32
+    assert net_left[..., :12, :].abs().sum() == 0 and net_left[..., -11:].abs().sum() == 0  # top / right, zeros
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    expect = (torch.from_numpy(left).permute(2, 0, 1).float() / 255 - mean[:, None, None]) / std[:, None, None]
+    torch.testing.assert_close(net_left[0, :, 12:, :245], expect, rtol=0, atol=1e-6)
+    disp = net_disp[0, 12:, :245]  # cropped back
+    assert (disp > 0).all()
+    assert depth.shape == (116, 245) and depth.dtype == torch.float32
+    torch.testing.assert_close(depth, torch.tensor(0.54 * fx, dtype=torch.float32) / disp, rtol=0, atol=0)
+    calibrated = get_stereo_backend("msnet3d", weights=str(weights_file), baseline="calibrated")
+    calibrated.disparity = lambda _l, _r: disp  # the conversion only
+    torch.testing.assert_close(calibrated.depth(left, right, fx, 0.5323), depth * (0.5323 / 0.54), rtol=1e-6, atol=0)
+
+
+def test_cost_volume_and_soft_argmin_stay_float32_under_autocast():
+    model = MSNet3D().eval()
+    model.load_state_dict(weight_rule_state_dict("msnet3d"))
+    x = torch.randn(1, 3, 32, 64)
+    taps = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        disp = model(x, x.flip(-1), taps=taps)
+    assert taps["feature_extraction.left"].dtype == torch.bfloat16  # the convolutions follow the caller
+    for name in ("cost_volume", "upsampled_logits", "softmax_prob", "disparity"):
+        assert taps[name].dtype == torch.float32, name
+    assert disp.dtype == torch.float32 and torch.isfinite(disp).all()
+
+
+def test_missing_weights_say_which_file_and_where_it_comes_from(tmp_path):
+    from l2cocc_ros.core.stereo import get_stereo_backend
+
+    for weights in (None, "", str(tmp_path / "nope.ckpt")):
+        with pytest.raises(FileNotFoundError) as exc:
+            get_stereo_backend("msnet3d", weights=weights)
+        text = str(exc.value)
+        assert "MSNet3D_SF_DS_KITTI2015.ckpt" in text and "VoxFormer" in text and "CGFormer" in text
+    assert "nope.ckpt" in text
+    with pytest.raises(ValueError, match="baseline must be"):
+        get_stereo_backend("msnet3d", weights="x", baseline="kitti")
+    with pytest.raises(ValueError, match="bad options"):
+        get_stereo_backend("msnet3d", weights="x", num_disparities=128)
