@@ -59,7 +59,7 @@ class TorchCensusStereo(StereoBackend):
         self.to(device)
 
     def _grey(self, img: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device).float()  # uint8 over the bus
+        t = torch.from_numpy(np.require(img, requirements=["C", "W"])).to(self.device).float()  # uint8 over the bus
         if t.dim() == 3:
             t = t[..., 0] if t.shape[2] == 1 else t @ torch.tensor([0.299, 0.587, 0.114], device=self.device)
         if self.downscale > 1:

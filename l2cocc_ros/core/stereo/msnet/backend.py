@@ -226,7 +226,7 @@ class MSNetStereo(StereoBackend):
         return torch.autocast(self.device.type if self.device.type in ("cpu", "cuda") else "cpu", enabled=False)
 
     def _rgb(self, img: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device)  # uint8 over the bus
+        t = torch.from_numpy(np.require(img, requirements=["C", "W"])).to(self.device)  # uint8 over the bus
         if t.dim() == 2 or t.shape[2] == 1:  # grey: the network was trained on colour; repeat the channel
             t = t.reshape(t.shape[0], t.shape[1], 1).expand(-1, -1, 3)
         return t
