@@ -152,8 +152,10 @@ def machine() -> str:
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (f"cpu {cpu}, cores {os.cpu_count()}, gpu {gpu}, torch {torch.__version__}, "
-            f"python {platform.python_version()}, torch_threads {torch.get_num_threads()}")
+            f"python {platform.python_version()}, torch_threads {torch.get_num_threads()}, load average {load} "
+            f"(1/5/15 min, at the end: other jobs share the cores)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
