@@ -10,6 +10,11 @@ weights here).
 
     python bench/stereo_quality.py                         # 4 worlds x 2 frames at 620x188
     python bench/stereo_quality.py --seeds 1 2 --frames 0 --width 1241 --height 376
+
+With ``--checkpoint CKPT`` it also scores a trained camera model on the held-out synthetic sequence of the
+README's training runs (sequence 08, world seed 99, frames 0/15/30 at 1241x376) fed (a) the rendered true
+depth, (b) SGBM, (c) torch_census depth maps (``l2cocc preprocess stereo`` with default options): completion
+IoU and mIoU as ``l2cocc eval``.
 """
 from __future__ import annotations
 
@@ -60,6 +65,41 @@ def evaluate(seeds, frames, width: int, height: int, num_disparities: int) -> Di
     return out
 
 
+def occupancy(checkpoint: str, config: Optional[str], work: Path, seed: int = 99, frames=(0, 15, 30)
+              ) -> Dict[str, Dict[str, float]]:
+    """IoU / mIoU of ``checkpoint`` on the held-out sequence for each depth source (true, sgbm, torch_census)."""
+    from l2cocc_ros.core.checkpoint import load_model
+    from l2cocc_ros.core.data import kitti_io
+    from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset
+    from l2cocc_ros.core.data.synth import SynthConfig, SynthSequence, write_sequence
+    from l2cocc_ros.core.stereo import get_stereo_backend
+    from l2cocc_ros.tools.evaluate import evaluate_model, results_dict
+    from l2cocc_ros.tools.preprocess import preprocess_stereo
+
+    data = work / "data"
+    for start in frames:
+        if not (data / "sequences" / "08" / "voxels" / f"{start:06d}.label").is_file():
+            write_sequence(data, "08", frames=1, seed=seed, start=start, config=SynthConfig())
+    truth = work / "depth_true" / "sequences" / "08"
+    seq = SynthSequence(seed, SynthConfig())
+    for index in frames:
+        if not (truth / f"{index:06d}.npy").is_file():
+            kitti_io.write_npy(truth / f"{index:06d}.npy", seq.frame(index, voxels=False).depth.astype("float32"))
+    roots = {"true depth": work / "depth_true"}
+    for name in ("sgbm", "torch_census"):
+        roots[name] = work / f"depth_{name}"
+        preprocess_stereo(data, roots[name], ["08"], backend=get_stereo_backend(name), progress=False)
+    model, exp = load_model(checkpoint, config)
+    out = {}
+    for name, root in roots.items():
+        ds = SemanticKITTIDataset(data, ["08"], modalities="camera", stereo_root=root,
+                                  input_size=exp.model.image_size, lidar_depth=False)
+        res = results_dict(evaluate_model(model, ds, progress=False), ds.table.names)
+        out[name] = {"iou": res["iou"], "miou": res["miou"], "frames": res["n_frames"]}
+        print(f"  {name}: {out[name]}", file=sys.stderr)
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13, 14], help="synthetic worlds")
@@ -67,7 +107,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--width", type=int, default=620)
     p.add_argument("--height", type=int, default=188)
     p.add_argument("--num-disparities", type=int, default=64, help="search range of both backends [px]")
+    p.add_argument("--checkpoint", default=None, help="a trained camera model: also score the occupancy")
+    p.add_argument("--config", default=None, help="its preset (for files that do not carry one)")
+    p.add_argument("--work", type=Path, default=Path("runs/stereo_quality"), help="folder for the held-out data")
+    p.add_argument("--skip-disparity", action="store_true", help="only the occupancy table")
     args = p.parse_args(argv)
+    if args.checkpoint:
+        occ = occupancy(args.checkpoint, args.config, args.work)
+        print(f"held-out synthetic sequence 08 (seed 99, frames 0/15/30, 1241x376), model {args.checkpoint}\n")
+        print("| depth fed to the model | IoU | mIoU | frames |")
+        print("|---|---:|---:|---:|")
+        for name, m in occ.items():
+            print(f"| {name} | {100 * m['iou']:.1f} % | {100 * m['miou']:.1f} % | {m['frames']} |")
+        print()
+    if args.skip_disparity:
+        return 0
     res = evaluate(args.seeds, args.frames, args.width, args.height, args.num_disparities)
     print(f"{len(args.seeds)} worlds x {len(args.frames)} frames at {args.width}x{args.height}, "
           f"num_disparities {args.num_disparities}, other options default\n")

@@ -64,3 +64,15 @@ def test_runs_on_the_engine_device_not_its_own_choice():
     assert disp.device.type == "meta" and disp.shape == (32, 96)
     depth = backend.depth(left, left, F_PX, BASELINE)
     assert depth.device.type == "meta"
+
+
+def test_census_codes_and_hamming_cost_count_the_bits():
+    from l2cocc_ros.core.stereo.census import CENSUS_BITS, _census, _popcount
+
+    x = torch.randint(0, 1 << CENSUS_BITS, (1000,), dtype=torch.int32)
+    assert _popcount(x).tolist() == [bin(v).count("1") for v in x.tolist()]
+    grey = torch.tensor(_texture(12, 16)[..., 0], dtype=torch.float32)
+    code = _census(grey)
+    pad = torch.nn.functional.pad(grey[None, None], (2,) * 4, mode="replicate")[0, 0]
+    assert bool(code[5, 7] & 1) == bool(pad[5, 7] > grey[5, 7])  # bit 0: the top-left neighbour
+    assert int(_popcount(code).max()) <= CENSUS_BITS

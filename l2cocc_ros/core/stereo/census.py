@@ -22,13 +22,27 @@ __all__ = ["TorchCensusStereo"]
 logger = logging.getLogger(__name__)
 
 
+#: bits of the 5x5 census code (the centre is not compared)
+CENSUS_BITS = 24
+
+
 def _census(grey: torch.Tensor, radius: int = 2) -> torch.Tensor:
-    """(K, H, W) 0/1 census bits of a (H, W) image: neighbour brighter than the centre."""
+    """(H, W) int32 census codes of a (H, W) image: bit k set where neighbour k is brighter than the centre."""
     pad = F.pad(grey[None, None], (radius,) * 4, mode="replicate")[0, 0]
     h, w = grey.shape
-    bits = [pad[dy:dy + h, dx:dx + w] > grey
-            for dy in range(2 * radius + 1) for dx in range(2 * radius + 1) if (dy, dx) != (radius, radius)]
-    return torch.stack(bits).to(torch.float16 if grey.is_cuda else torch.float32)
+    code = torch.zeros((h, w), dtype=torch.int32, device=grey.device)
+    offsets = [(dy, dx) for dy in range(2 * radius + 1) for dx in range(2 * radius + 1) if (dy, dx) != (radius,) * 2]
+    for bit, (dy, dx) in enumerate(offsets):
+        code |= (pad[dy:dy + h, dx:dx + w] > grey).to(torch.int32) << bit
+    return code
+
+
+def _popcount(x: torch.Tensor) -> torch.Tensor:
+    """Set bits of each int32 holding at most 24 bits (SWAR: pairs, nibbles, bytes, then the byte sum)."""
+    x = x - ((x >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    return (x + (x >> 8) + (x >> 16)) & 0xFF
 
 
 class TorchCensusStereo(StereoBackend):
@@ -73,11 +87,11 @@ class TorchCensusStereo(StereoBackend):
         h, w = left.shape[:2]
         cl, cr = _census(self._grey(left)), _census(self._grey(right))
         n_disp = max(2, self.num_disparities // self.downscale)
-        hs, ws = cl.shape[1:]
-        big = float(cl.shape[0])  # cost where the match would leave the image
+        hs, ws = cl.shape
+        big = float(CENSUS_BITS)  # cost where the match would leave the image
         cost = torch.full((n_disp, hs, ws), big, device=self.device, dtype=torch.float32)
-        for d in range(min(n_disp, ws)):
-            cost[d, :, d:] = (cl[:, :, d:] != cr[:, :, : ws - d]).sum(0, dtype=torch.float32)
+        for d in range(min(n_disp, ws)):  # Hamming distance of the codes
+            cost[d, :, d:] = _popcount(cl[:, d:] ^ cr[:, : ws - d]).float()
         pad = self.block_size // 2
         cost = F.avg_pool2d(cost[None], self.block_size, stride=1, padding=pad, count_include_pad=False)[0]
         best_cost, best = cost.min(0)
