@@ -2,7 +2,8 @@
 
 Images are read with ``np.frombuffer`` over the message bytes (row ``step`` and endianness honoured) and
 written with ``tobytes``; nothing is converted element by element. Stereo calibration comes from the two
-CameraInfo ``p`` matrices (docs/interfaces.md, "Camera conventions"): ``B = (P_l[0,3] - P_r[0,3]) / fx``.
+CameraInfo ``p`` matrices (docs/interfaces.md, "Camera conventions") with the one baseline rule,
+:func:`l2cocc_ros.core.frame.baseline_from_projections`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
+
+from l2cocc_ros.core.frame import baseline_from_projections
 
 try:  # the real cv_bridge (vehicle); ours below otherwise
     from cv_bridge import CvBridge as _CvBridge
@@ -176,15 +179,10 @@ def stereo_calibration(
     p_r = projection_from_camera_info(right)
     if p_r[0, 3] == 0.0 and p_l[0, 3] == 0.0:
         raise ValueError("right CameraInfo.p[3] (Tx = -fx * baseline) is 0: the stereo baseline is missing")
-    baseline = (p_l[0, 3] - p_r[0, 3]) / p_l[0, 0]
-    if not baseline > 0.0:
-        raise ValueError(
-            f"stereo baseline from CameraInfo.p[3] is {baseline:.4f} m (left Tx {p_l[0, 3]}, right Tx {p_r[0, 3]});"
-            " expected > 0 (right camera to the right of the left one)"
-        )
+    baseline = baseline_from_projections(p_l, p_r)
     if left_size is not None and left.height and left.width:
         if (int(left.height), int(left.width)) != tuple(left_size):
             raise ValueError(
                 f"left CameraInfo size {left.height}x{left.width} differs from the image {left_size[0]}x{left_size[1]}"
             )
-    return p_l, p_r, float(baseline)
+    return p_l, p_r, baseline

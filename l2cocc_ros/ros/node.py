@@ -16,13 +16,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float64
 from visualization_msgs.msg import MarkerArray
 
@@ -32,17 +31,16 @@ from l2cocc_ros.core.stereo import get_stereo_backend
 from l2cocc_ros.msg import SemanticVoxelGrid
 from l2cocc_ros.ros.diagnostics import NodeStatus
 from l2cocc_ros.ros.grid_msg import grid_to_msg
-from l2cocc_ros.ros.image import image_to_rgb, stereo_calibration
+from l2cocc_ros.ros.frame import InputRejected, SyncedInputs, frame_from_inputs, input_topics
 from l2cocc_ros.ros.markers import MarkerEncoder, MarkerOptions
 from l2cocc_ros.ros.params import NodeConfig, declare_parameters, read_parameters
-from l2cocc_ros.ros.pointcloud import read_xyzi
-from l2cocc_ros.ros.qos import OUTPUT_QOS, SENSOR_QOS
-from l2cocc_ros.ros.sync import make_synchronizer, stamp_to_ns
+from l2cocc_ros.ros.qos import OUTPUT_QOS
+from l2cocc_ros.ros.sync import make_synchronizer
 from l2cocc_ros.ros.tf import TfLookup, TransformUnavailable
 
 __all__ = ["L2COccNode", "main", "NODE_NAME"]
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 NODE_NAME = "l2cocc_node"
 
@@ -55,14 +53,6 @@ Outputs: ~/output/semantic_grid, ~/output/markers, /diagnostics, ~/debug/{proces
          cyclic_time}_ms
 Parameters: see config/l2cocc_node.param.yaml, config/common.param.yaml and schema/*.schema.json.
 """
-
-
-class _Rejected(Exception):
-    """Internal: one input set is refused (kind, reason); the node counts and logs it."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind, self.reason = kind, reason
 
 
 class L2COccNode(Node):
@@ -99,15 +89,12 @@ class L2COccNode(Node):
         self.markers = MarkerEncoder(self.engine.cfg.grid, self.table, MarkerOptions(
             crop_min=cfg.markers_crop_min, crop_max=cfg.markers_crop_max, downsample=cfg.markers_downsample,
             alpha=cfg.markers_alpha))
-        inputs = [(Image, "~/input/left/image", SENSOR_QOS), (CameraInfo, "~/input/left/camera_info", SENSOR_QOS),
-                  (Image, "~/input/right/image", SENSOR_QOS), (CameraInfo, "~/input/right/camera_info", SENSOR_QOS)]
-        if self.engine.needs_points:
-            inputs.append((PointCloud2, "~/input/pointcloud", SENSOR_QOS))
         self.sync, self._subscriptions_sync = make_synchronizer(
-            self, inputs, cfg.sync_queue_size, cfg.sync_slop_s, self._on_synchronized)
+            self, input_topics(with_cloud=self.engine.needs_points), cfg.sync_queue_size, cfg.sync_slop_s,
+            self._on_synchronized)
         # 5. worker and timers
         self._cond = threading.Condition()
-        self._slot: Optional[Sequence] = None
+        self._slot: Optional[SyncedInputs] = None
         self._stopping = False
         self._last_stamp_ns: Optional[int] = None
         self._last_marker_t = -np.inf
@@ -135,13 +122,13 @@ class L2COccNode(Node):
         return InferenceEngine.from_preset(cfg.preset, **kw)
 
     # -------------------------------------------------------------------------------------- callbacks
-    def _on_synchronized(self, *msgs) -> None:
+    def _on_synchronized(self, named: Dict[str, object]) -> None:
         """Put the newest synchronized set in the slot; a set still waiting there is dropped (counted)."""
         self.status.input_arrived()
         with self._cond:
             if self._slot is not None:
                 self.status.dropped()
-            self._slot = msgs
+            self._slot = SyncedInputs(**named)
             self._cond.notify()
 
     def _run(self) -> None:
@@ -154,7 +141,7 @@ class L2COccNode(Node):
                 msgs, self._slot = self._slot, None
             try:
                 self._process(msgs)
-            except _Rejected as rej:
+            except InputRejected as rej:
                 self._reject(rej.kind, rej.reason)
             except Exception as exc:  # noqa: BLE001 - the live path never dies on one frame
                 self._reject("inference", f"{type(exc).__name__}: {exc}")
@@ -164,70 +151,70 @@ class L2COccNode(Node):
             self.get_logger().warning(f"rejected input ({kind}): {reason} [throttled]")
 
     # ------------------------------------------------------------------------------------- the frame
-    def _check_stamp(self, stamp_ns: int) -> None:
+    def _process(self, msgs: SyncedInputs) -> None:
+        """One synchronized set: the frame (validated when built), its stamp, the engine, the outputs."""
+        t0 = time.perf_counter()
+        frame = frame_from_inputs(msgs, self._lookup, cameras=self.engine.needs_cameras)
+        self._accept_stamp(frame.stamp_ns)  # after validation: a rejected set never moves the last stamp
+        t_convert = time.perf_counter()
+        result = self.engine.infer(frame)
+        t_engine = time.perf_counter()
+        self._publish(msgs.stamp, result)
+        t_end = time.perf_counter()
+        processing_ms = (t_end - t0) * 1e3
+        latency_ms = (self.get_clock().now().nanoseconds - frame.stamp_ns) * 1e-6
+        self.last_timings_ms = {"convert": (t_convert - t0) * 1e3, **result.timings_ms,
+                                "publish": (t_end - t_engine) * 1e3, "processing": processing_ms}
+        self.processing_pub.publish(Float64(data=processing_ms))
+        self.latency_pub.publish(Float64(data=latency_ms))
+        if self._last_publish_t is not None:  # time between two published grids
+            self.cyclic_pub.publish(Float64(data=(t_end - self._last_publish_t) * 1e3))
+        self._last_publish_t = t_end
+        self.status.frame_published(processing_ms, latency_ms)
+        self.get_logger().debug("timings [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in self.last_timings_ms.items()))
+
+    def _reset_if_time_looped(self, stamp_ns: int) -> bool:
+        """A stamp more than ``stamp_reset_s`` before the last frame's (a bag loop): forget the sync queues,
+        the dynamic TF history and the last stamp. Returns whether it reset."""
+        last = self._last_stamp_ns
+        jump = (last - stamp_ns) * 1e-9 if last is not None else 0.0
+        if not (self.config.stamp_reset_s > 0.0 and jump > self.config.stamp_reset_s):
+            return False
+        self.get_logger().warning(f"time jumped back by {jump:.3f} s: resetting (sync queues, TF history)")
+        self.status.resets += 1
+        self.tf.clear_dynamic()
+        if self.sync is not None:
+            self.sync.reset()
+        self._last_stamp_ns = None
+        return True
+
+    def _accept_stamp(self, stamp_ns: int) -> None:
+        """Record a valid frame's stamp; one not after the last frame's is rejected (or resets, see above)."""
+        self._reset_if_time_looped(stamp_ns)
         last = self._last_stamp_ns
         if last is not None and stamp_ns <= last:
-            jump = (last - stamp_ns) * 1e-9
-            if self.config.stamp_reset_s > 0.0 and jump > self.config.stamp_reset_s:
-                self.get_logger().warning(f"time jumped back by {jump:.3f} s: resetting (sync queues, TF history)")
-                self.status.resets += 1
-                self.tf.clear_dynamic()
-                if self.sync is not None:
-                    self.sync.reset()
-            else:
-                raise _Rejected("stamp_jump_back", f"stamp {stamp_ns * 1e-9:.3f} s is not after the last frame's "
-                                f"{last * 1e-9:.3f} s (jump {jump:.3f} s)")
+            raise InputRejected("stamp_jump_back", f"stamp {stamp_ns * 1e-9:.3f} s is not after the last frame's "
+                                f"{last * 1e-9:.3f} s (jump {(last - stamp_ns) * 1e-9:.3f} s)")
         self._last_stamp_ns = stamp_ns
 
     def _lookup(self, source: str, stamp_ns: int) -> np.ndarray:
+        """T_grid_from_source at the stamp (TF, else the configured fallback)."""
         cfg = self.config
         try:
             t = self.tf.lookup(cfg.grid_frame, source, stamp_ns, cfg.tf_timeout_s)
             self.status.tf_state(True, f"{cfg.grid_frame} <- {source}")
             return t
         except TransformUnavailable as exc:
+            if self._reset_if_time_looped(stamp_ns):  # after a bag loop TF's history lies in the future
+                return self._lookup(source, stamp_ns)
             if cfg.tf_fallback is not None:
                 self.status.tf_state(True, f"fallback transform ({exc})")
                 return cfg.tf_fallback
             self.status.tf_state(False, str(exc))
-            raise _Rejected("tf", f"no transform {cfg.grid_frame} <- {source!r}: {exc}") from None
+            raise InputRejected("tf", f"no transform {cfg.grid_frame} <- {source!r}: {exc}") from None
 
-    def _process(self, msgs: Sequence) -> None:
-        t0 = time.perf_counter()
-        left, left_info, right, right_info = msgs[:4]
-        stamp = left.header.stamp
-        stamp_ns = stamp_to_ns(stamp)
-        self._check_stamp(stamp_ns)
-        points = None
-        left_rgb = right_rgb = p_left = p_right = t_grid_cam = None
-        if self.engine.needs_cameras:
-            try:
-                left_rgb, right_rgb = image_to_rgb(left), image_to_rgb(right)
-            except ValueError as exc:
-                raise _Rejected("encoding", str(exc)) from None
-            if left_rgb.shape != right_rgb.shape:
-                raise _Rejected("size_mismatch",
-                                f"left image {left_rgb.shape[:2]} != right image {right_rgb.shape[:2]}")
-            try:
-                p_left, p_right, _ = stereo_calibration(left_info, right_info, left_size=left_rgb.shape[:2])
-            except ValueError as exc:
-                raise _Rejected("camera_info", str(exc)) from None
-            t_grid_cam = self._lookup(left.header.frame_id, stamp_ns)
-        if self.engine.needs_points:
-            cloud = msgs[4]
-            try:
-                pts, n_bad = read_xyzi(cloud)
-            except ValueError as exc:
-                raise _Rejected("pointcloud", str(exc)) from None
-            if len(pts) == 0:
-                raise _Rejected("pointcloud", f"no finite point ({n_bad} NaN/inf of {cloud.width * cloud.height})")
-            t_grid_cloud = self._lookup(cloud.header.frame_id, stamp_ns)
-            rot, tran = t_grid_cloud[:3, :3].astype(np.float32), t_grid_cloud[:3, 3].astype(np.float32)
-            points = pts.copy()
-            points[:, :3] = pts[:, :3] @ rot.T + tran  # cloud frame -> grid frame
-        t_convert = time.perf_counter()
-        result = self.engine.infer(left_rgb, right_rgb, p_left, p_right, t_grid_cam, points=points)
-        t_engine = time.perf_counter()
+    def _publish(self, stamp, result) -> None:
+        """The grid, and the markers while someone subscribes (rate-limited)."""
         cfg = self.config
         msg = grid_to_msg(result.labels, stamp=stamp, frame_id=cfg.grid_frame, grid=self.engine.cfg.grid,
                           table=self.table, model_variant=f"l2cocc-{cfg.variant}",
@@ -239,18 +226,6 @@ class L2COccNode(Node):
                 and now - self._last_marker_t >= 1.0 / cfg.markers_max_rate_hz):
             self._last_marker_t = now
             self.marker_pub.publish(self.markers.encode(result.labels, stamp=stamp, frame_id=cfg.grid_frame))
-        t_end = time.perf_counter()
-        processing_ms = (t_end - t0) * 1e3
-        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
-        self.last_timings_ms = {"convert": (t_convert - t0) * 1e3, **result.timings_ms,
-                                "publish": (t_end - t_engine) * 1e3, "processing": processing_ms}
-        self.processing_pub.publish(Float64(data=processing_ms))
-        self.latency_pub.publish(Float64(data=latency_ms))
-        if self._last_publish_t is not None:  # time between two published grids
-            self.cyclic_pub.publish(Float64(data=(t_end - self._last_publish_t) * 1e3))
-        self._last_publish_t = t_end
-        self.status.frame_published(processing_ms, latency_ms)
-        self.get_logger().debug("timings [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in self.last_timings_ms.items()))
 
     # ------------------------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
@@ -294,7 +269,7 @@ def main(args: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, FileNotFoundError) as exc:
-        _log.error("l2cocc_node cannot start: %s", exc)
+        logger.error("l2cocc_node cannot start: %s", exc)
         return 2
     finally:
         if node is not None:

@@ -167,7 +167,8 @@ def preprocess_stereo(dataset: Path, out: Path, sequences: Optional[Sequence[str
     """
     from l2cocc_ros.core.data.kitti360 import kitti360_calibration
     from l2cocc_ros.core.data.semantic_kitti import read_rgb
-    from l2cocc_ros.core.stereo import get_stereo_backend, stereo_baseline
+    from l2cocc_ros.core.frame import baseline_from_projections
+    from l2cocc_ros.core.stereo import get_stereo_backend
 
     dataset, out = Path(dataset), Path(out)
     backend = backend or get_stereo_backend("sgbm")
@@ -185,7 +186,7 @@ def preprocess_stereo(dataset: Path, out: Path, sequences: Optional[Sequence[str
                 raise ValueError(f"focal_baseline must be > 0, got {focal_baseline}")
             rigs[seq] = (float(focal_baseline), 1.0)
         else:
-            rigs[seq] = (float(calib["P2"][0, 0]), stereo_baseline(calib["P2"], calib["P3"]))
+            rigs[seq] = (float(calib["P2"][0, 0]), baseline_from_projections(calib["P2"], calib["P3"]))
         frames += [(seq, f) for f in ids]
         logger.info("sequence %s: %d frames, f = %.3f px, b = %.4f m", seq, len(ids), *rigs[seq])
 

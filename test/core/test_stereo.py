@@ -114,18 +114,6 @@ def test_sgbm_disparity_is_a_tensor_on_the_backend_device():
     assert isinstance(disp, torch.Tensor) and disp.dtype == torch.float32 and disp.device == b.device
 
 
-def test_stereo_baseline_kitti_and_ros():
-    p2 = np.array([[721.5377, 0, 609.5593, 44.85728], [0, 721.5377, 172.854, 0.2163791], [0, 0, 1, 0.002745884]])
-    p3 = np.array([[721.5377, 0, 609.5593, -339.5242], [0, 721.5377, 172.854, 2.199936], [0, 0, 1, 0.002729905]])
-    assert stereo.stereo_baseline(p2, p3) == pytest.approx((44.85728 + 339.5242) / 721.5377)
-    k = np.array([[700.0, 0, 600, 0], [0, 700, 180, 0], [0, 0, 1, 0]])
-    kr = k.copy()
-    kr[0, 3] = -700.0 * 0.54
-    assert stereo.stereo_baseline(k, kr) == pytest.approx(0.54)
-    with pytest.raises(ValueError, match="baseline"):
-        stereo.stereo_baseline(k, k)
-
-
 def test_sgbm_pickles_with_its_settings():
     import pickle
 

@@ -103,8 +103,7 @@ def _play_and_check(ros_child_env, overrides, stereo_backend):
         # content: the same tiny model (seeded random weights) run here on the same arrays
         engine = InferenceEngine.from_preset("tiny_l2cocc_c", seed=0, stereo_backend=stereo_backend)
         first = frames[sent.index(grid_stamps[0])]
-        expected = engine.infer(first.left, first.right, first.msgs[1].p.reshape(3, 4), first.msgs[3].p.reshape(3, 4),
-                                matrix_from_transform_msg(tf_msg.transforms[0].transform)).labels
+        expected = engine.infer(first.stereo_frame(matrix_from_transform_msg(tf_msg.transforms[0].transform))).labels
         grid = msg_to_grid(grids[0])
         np.testing.assert_array_equal(grid.labels, expected)
         arr = markers[0].markers

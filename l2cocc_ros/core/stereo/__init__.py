@@ -9,7 +9,7 @@ block matching in torch (``torch_census``). A new backend subclasses :class:`Ste
 
 Modules: ``base`` (the interface, disparity -> depth), ``registry``, ``sgbm``, ``census``, ``msnet``.
 """
-from l2cocc_ros.core.stereo.base import StereoBackend, disparity_to_depth, stereo_baseline
+from l2cocc_ros.core.stereo.base import StereoBackend, disparity_to_depth
 from l2cocc_ros.core.stereo.registry import available_stereo_backends, get_stereo_backend, register_stereo_backend
 from l2cocc_ros.core.stereo.sgbm import SGBMStereo
 
@@ -17,7 +17,6 @@ __all__ = [
     "StereoBackend",
     "SGBMStereo",
     "disparity_to_depth",
-    "stereo_baseline",
     "register_stereo_backend",
     "get_stereo_backend",
     "available_stereo_backends",

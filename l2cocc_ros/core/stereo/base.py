@@ -16,7 +16,7 @@ from typing import Union
 import numpy as np
 import torch
 
-__all__ = ["StereoBackend", "disparity_to_depth", "stereo_baseline", "check_focal_baseline", "check_pair"]
+__all__ = ["StereoBackend", "disparity_to_depth", "check_focal_baseline", "check_pair"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,27 +60,6 @@ def disparity_to_depth(disparity: Disparity, focal_px: float, baseline_m: float)
     fb = torch.tensor(focal_px * baseline_m, dtype=torch.float32, device=disp.device)
     depth = torch.where(valid, fb / torch.where(valid, disp, torch.ones_like(disp)), torch.zeros_like(disp))
     return depth.numpy() if as_numpy else depth
-
-
-def stereo_baseline(P_left: np.ndarray, P_right: np.ndarray) -> float:
-    """Baseline (m) from two rectified projection matrices (3x4 or 4x4), digest §3.5.
-
-    ``b = P_right[0,3] / (-P_right[0,0]) - P_left[0,3] / (-P_left[0,0])``; works for KITTI's P2/P3 and
-    for ROS CameraInfo P matrices (left Tx = 0, right Tx = -fx·B).
-
-    Raises:
-        ValueError: bad shapes, zero focal length or a non-positive baseline.
-    """
-    pl, pr = np.asarray(P_left, dtype=np.float64), np.asarray(P_right, dtype=np.float64)
-    for name, p in (("P_left", pl), ("P_right", pr)):
-        if p.shape not in ((3, 4), (4, 4)):
-            raise ValueError(f"{name} must be 3x4 or 4x4, got shape {p.shape}")
-        if not np.isfinite(p).all() or p[0, 0] == 0:
-            raise ValueError(f"{name} has a zero or non-finite focal length / values")
-    b = pr[0, 3] / -pr[0, 0] - pl[0, 3] / -pl[0, 0]
-    if not b > 0:
-        raise ValueError(f"stereo baseline from P_left/P_right is {b:.6g} m; expected > 0 (right camera Tx missing?)")
-    return float(b)
 
 
 class StereoBackend(abc.ABC):
