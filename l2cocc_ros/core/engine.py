@@ -1,10 +1,11 @@
-"""Inference engine: arrays in, a uint8 semantic label volume out, with per-stage timings.
+"""Inference engine: a frame in, a uint8 semantic label volume out, with per-stage timings.
 
 The live path of the design (design.md, "The live path"): stereo depth from the rectified pair (a
 :class:`~l2cocc_ros.core.stereo.StereoBackend`, SGBM by default), the network input dict built by
 :func:`~l2cocc_ros.core.camera.build_camera_inputs` (resize + bottom crop with the matching intrinsics
 bookkeeping), the model forward under ``torch.no_grad`` (autocast on CUDA only), then argmax to uint8.
-The LiDAR variant ("l") skips the cameras and takes the point cloud. Nothing here knows about ROS.
+The LiDAR variant ("l") skips the cameras and takes the point cloud. The input is one
+:mod:`~l2cocc_ros.core.frame` (checked when it was built). Nothing here knows about ROS.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from torch import nn
 from l2cocc_ros.core.camera import ResizeCrop, build_camera_inputs, camera_geometry
 from l2cocc_ros.core.config import ModelConfig, get_preset
 from l2cocc_ros.core.resize_torch import DeviceResizeCrop, check_resample
-from l2cocc_ros.core.stereo import StereoBackend, get_stereo_backend, stereo_baseline
+from l2cocc_ros.core.frame import Frame, LidarFrame, StereoFrame
+from l2cocc_ros.core.stereo import StereoBackend, get_stereo_backend
 
 __all__ = ["EngineResult", "InferenceEngine", "capture_static_stages", "check_fast_path", "resolve_device",
            "to_channels_last", "PRECISIONS"]
@@ -123,7 +125,8 @@ class InferenceEngine:
         model: a model from ``build_model(cfg)`` (weights loaded); it is put in eval mode on ``device``.
         cfg: its model config (variant, image size, grid).
         device: "auto", "cpu", "cuda" or "cuda:N".
-        stereo_backend: depth from the stereo pair (camera variants); default SGBM with KITTI settings.
+        stereo_backend: depth from the stereo pair (camera variants); default SGBM with KITTI settings. It is
+            moved to ``device`` (:meth:`~l2cocc_ros.core.stereo.StereoBackend.to`).
         precision: "fp32", "fp16" or "bf16" (autocast, used on CUDA only; CPU always runs fp32).
         with_confidence: also return the softmax probability of each label.
         resample: PIL resampling of the image resize ("bicubic" as the original).
@@ -143,7 +146,8 @@ class InferenceEngine:
 
     Example:
         >>> engine = InferenceEngine.from_checkpoint("model.ckpt", device="auto")  # doctest: +SKIP
-        >>> result = engine.infer(left, right, P2, P3, T_grid_from_cam)  # doctest: +SKIP
+        >>> frame = StereoFrame.from_projections(left, right, P2, P3, T_grid_from_cam, stamp_ns=0)  # doctest: +SKIP
+        >>> result = engine.infer(frame)  # doctest: +SKIP
         >>> result.labels.shape  # doctest: +SKIP
         (256, 256, 32)
     """
@@ -180,7 +184,8 @@ class InferenceEngine:
         self.cuda_graphs = bool(cuda_graphs)
         if self.cuda_graphs:
             capture_static_stages(self.model, mode="reduce-overhead")
-        self.stereo = stereo_backend if stereo_backend is not None else get_stereo_backend("sgbm")
+        # the stereo backend runs on the model's device: its depth tensor goes to the model without a host copy
+        self.stereo = (stereo_backend if stereo_backend is not None else get_stereo_backend("sgbm")).to(self.device)
         self.precision = precision
         self.with_confidence = bool(with_confidence)
         self.resample = resample
@@ -247,38 +252,35 @@ class InferenceEngine:
             return torch.autocast("cuda", dtype=dtype)
         return torch.autocast("cpu", enabled=False)
 
-    def infer(
-        self,
-        left_rgb: Optional[np.ndarray],
-        right_rgb: Optional[np.ndarray],
-        P2: Optional[np.ndarray],
-        P3_or_baseline: Union[np.ndarray, float, None],
-        T_grid_from_cam: Optional[np.ndarray],
-        points: Optional[np.ndarray] = None,
-    ) -> EngineResult:
-        """Predict the label volume of one frame.
+    def infer(self, frame: Frame) -> EngineResult:
+        """Predict the label volume of one frame (the only inference entry).
 
         Args:
-            left_rgb: (H, W, 3) uint8 rectified left image (camera variants).
-            right_rgb: (H, W, 3) uint8 rectified right image, same size.
-            P2: left rectified projection, 3x4.
-            P3_or_baseline: right projection 3x4, or the stereo baseline [m] as a float.
-            T_grid_from_cam: 4x4 transform from the left camera frame to the grid frame.
-            points: (P, >=3) float LiDAR points in the grid frame (x, y, z[, intensity]); the LiDAR variant
-                needs them, the camera variants ignore them.
+            frame: a :class:`~l2cocc_ros.core.frame.StereoFrame` for the camera variants; the LiDAR variant
+                takes a :class:`~l2cocc_ros.core.frame.LidarFrame` or a StereoFrame that carries ``points``.
+                The frame was checked when it was built; nothing here checks it again.
 
         Returns:
             :class:`EngineResult` with (256, 256, 32) uint8 labels.
 
         Raises:
-            ValueError: missing or malformed inputs (the argument is named).
+            TypeError: ``frame`` is not a frame.
+            ValueError: a frame of the wrong kind for the variant (the missing part is named).
         """
+        if not isinstance(frame, (StereoFrame, LidarFrame)):
+            raise TypeError(f"frame must be a StereoFrame or LidarFrame, got {type(frame).__name__}")
         timings: Dict[str, float] = {}
         t_start = time.perf_counter()
         if self.needs_points:
-            inputs = self._lidar_inputs(points, timings)
+            if frame.points is None:
+                raise ValueError("the LiDAR variant ('l') needs frame.points (a LidarFrame, or a StereoFrame "
+                                 "with points)")
+            timings["stereo"] = timings["preprocess"] = 0.0
+            inputs = {"points": torch.from_numpy(frame.points)}
+        elif isinstance(frame, StereoFrame):
+            inputs = self._camera_inputs(frame, timings)
         else:
-            inputs = self._camera_inputs(left_rgb, right_rgb, P2, P3_or_baseline, T_grid_from_cam, timings)
+            raise ValueError(f"the camera variant ({self.cfg.variant!r}) needs a StereoFrame, got a LidarFrame")
         t0 = time.perf_counter()
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
         if self.cuda_graphs:  # a new frame: the graphs' outputs of the previous one may be overwritten
@@ -303,40 +305,24 @@ class InferenceEngine:
 
     __call__ = infer
 
-    def _camera_inputs(self, left, right, P2, P3_or_baseline, T_grid_from_cam, timings) -> Dict[str, torch.Tensor]:
-        for name, img in (("left_rgb", left), ("right_rgb", right)):
-            if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-                got = f"{img.shape} {img.dtype}" if isinstance(img, np.ndarray) else type(img).__name__
-                raise ValueError(f"{name} must be an (H, W, 3) uint8 array, got {got}")
-        if left.shape != right.shape:
-            raise ValueError(f"left_rgb {left.shape} and right_rgb {right.shape} differ in size")
-        if P2 is None or T_grid_from_cam is None:
-            raise ValueError("P2 and T_grid_from_cam are required by the camera variants")
-        p2 = np.asarray(P2, dtype=np.float64)
-        if p2.shape != (3, 4) or not np.isfinite(p2).all() or p2[0, 0] <= 0:
-            raise ValueError(f"P2 must be a finite 3x4 projection with fx > 0, got {p2.tolist()}")
-        if isinstance(P3_or_baseline, (int, float, np.floating)):
-            baseline = float(P3_or_baseline)
-            if not (np.isfinite(baseline) and baseline > 0):
-                raise ValueError(f"baseline must be > 0 m, got {baseline}")
-        elif P3_or_baseline is None:
-            raise ValueError("P3_or_baseline is required by the camera variants")
-        else:
-            baseline = stereo_baseline(p2, np.asarray(P3_or_baseline, dtype=np.float64))
+    def _camera_inputs(self, frame: StereoFrame, timings: Dict[str, float]) -> Dict[str, torch.Tensor]:
         t0 = time.perf_counter()
-        depth = self.stereo.compute(left, right, float(p2[0, 0]), baseline)  # (H, W) metres, 0 = invalid
+        # (H, W) metres, 0 = invalid, on the engine's device
+        depth = self.stereo.depth(frame.left, frame.right, frame.focal_px, frame.baseline_m)
+        if self.device.type == "cuda":  # account the device work to this stage
+            torch.cuda.synchronize(self.device)
         timings["stereo"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        T = np.asarray(T_grid_from_cam, dtype=np.float64)
         if self.device_preprocess:
-            inputs = self._device_camera_inputs(left, p2, depth, T)
+            inputs = self._device_camera_inputs(frame.left, frame.P_left, depth, frame.T_grid_from_camera)
         else:
-            inputs, _ = build_camera_inputs(left, p2, self.cfg.image_size, stereo_depth=depth, T_grid_from_cam=T,
+            inputs, _ = build_camera_inputs(frame.left, frame.P_left, self.cfg.image_size,
+                                            stereo_depth=depth.cpu().numpy(), T_grid_from_cam=frame.T_grid_from_camera,
                                             resample=self.resample)
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
         return inputs
 
-    def _device_camera_inputs(self, left: np.ndarray, p2: np.ndarray, depth: np.ndarray,
+    def _device_camera_inputs(self, left: np.ndarray, p2: np.ndarray, depth: torch.Tensor,
                               T: np.ndarray) -> Dict[str, torch.Tensor]:
         """As ``build_camera_inputs``, with the pixel work done on the engine's device."""
         rc = ResizeCrop.from_sizes(left.shape[:2], self.cfg.image_size, self.resample)
@@ -344,24 +330,8 @@ class InferenceEngine:
         if resizer is None:
             resizer = self._resizers[rc.orig_hw] = DeviceResizeCrop(rc, self.device)
         image = torch.from_numpy(np.ascontiguousarray(left)).to(self.device, non_blocking=True).permute(2, 0, 1)
-        inputs = resizer.inputs(image, torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)))
+        inputs = resizer.inputs(image, depth)
         inputs.update(camera_geometry(p2, rc, T_grid_from_cam=T).as_tensors())
         if self.device.type == "cuda":  # account the device work to this stage
             torch.cuda.synchronize(self.device)
         return inputs
-
-    def _lidar_inputs(self, points, timings) -> Dict[str, torch.Tensor]:
-        t0 = time.perf_counter()
-        if points is None:
-            raise ValueError("points are required by the LiDAR variant ('l')")
-        pts = np.asarray(points, dtype=np.float32)
-        if pts.ndim != 2 or pts.shape[1] < 3:
-            raise ValueError(f"points must be (P, >=3), got {pts.shape}")
-        if pts.shape[1] == 3:
-            pts = np.concatenate([pts, np.zeros((len(pts), 1), np.float32)], axis=1)
-        pts = pts[:, :4][np.isfinite(pts[:, :4]).all(axis=1)]
-        if len(pts) == 0:
-            raise ValueError("points: no finite point left")
-        timings["stereo"] = 0.0
-        timings["preprocess"] = (time.perf_counter() - t0) * 1e3
-        return {"points": torch.from_numpy(np.ascontiguousarray(pts))}

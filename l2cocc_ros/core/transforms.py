@@ -1,11 +1,15 @@
-"""Rigid transforms: 4x4 matrices <-> (translation, quaternion x, y, z, w), as TF uses them."""
+"""Rigid transforms: 4x4 matrices <-> (translation, quaternion x, y, z, w), as TF uses them; points between frames.
+
+Camera -> grid enters the model as ``rot``/``tran`` (:func:`l2cocc_ros.core.camera.camera_geometry`); a LiDAR
+cloud is moved into the grid frame with :func:`transform_points`.
+"""
 from __future__ import annotations
 
 from typing import Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["quaternion_from_matrix", "matrix_from_quaternion", "make_transform", "invert_transform"]
+__all__ = ["quaternion_from_matrix", "matrix_from_quaternion", "make_transform", "invert_transform", "transform_points"]
 
 
 def quaternion_from_matrix(rot: np.ndarray) -> Tuple[float, float, float, float]:
@@ -59,4 +63,28 @@ def invert_transform(t: np.ndarray) -> np.ndarray:
     out = np.eye(4)
     out[:3, :3] = t[:3, :3].T
     out[:3, 3] = -t[:3, :3].T @ t[:3, 3]
+    return out
+
+
+def transform_points(T_target_from_source: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points in the ``source`` frame -> the ``target`` frame (a new array; columns after x, y, z are kept).
+
+    The arithmetic runs in the points' dtype (float32 clouds stay float32): ``x' = R x + t``.
+
+    Args:
+        T_target_from_source: rigid 4x4 transform (e.g. ``T_grid_from_cloud`` from TF).
+        points: (P, >=3) x, y, z[, intensity, ...].
+
+    Raises:
+        ValueError: a transform that is not a finite 4x4, or points that are not (P, >=3).
+    """
+    t = np.asarray(T_target_from_source, dtype=np.float64)
+    if t.shape != (4, 4) or not np.all(np.isfinite(t)):
+        raise ValueError(f"T_target_from_source must be a finite 4x4 transform, got shape {t.shape}")
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise ValueError(f"points must be (P, >=3), got {pts.shape}")
+    dtype = pts.dtype if np.issubdtype(pts.dtype, np.floating) else np.float64
+    out = pts.astype(dtype, copy=True)
+    out[:, :3] = pts[:, :3].astype(dtype) @ t[:3, :3].astype(dtype).T + t[:3, 3].astype(dtype)
     return out

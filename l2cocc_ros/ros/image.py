@@ -2,7 +2,8 @@
 
 Images are read with ``np.frombuffer`` over the message bytes (row ``step`` and endianness honoured) and
 written with ``tobytes``; nothing is converted element by element. Stereo calibration comes from the two
-CameraInfo ``p`` matrices (docs/interfaces.md, "Camera conventions"): ``B = (P_l[0,3] - P_r[0,3]) / fx``.
+CameraInfo ``p`` matrices (docs/interfaces.md, "Camera conventions") with the one baseline rule,
+:func:`l2cocc_ros.core.frame.baseline_from_projections`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
+
+from l2cocc_ros.core.frame import baseline_from_projections
 
 try:  # the real cv_bridge (vehicle); ours below otherwise
     from cv_bridge import CvBridge as _CvBridge
@@ -23,6 +26,7 @@ __all__ = [
     "image_to_rgb",
     "numpy_to_image",
     "projection_from_camera_info",
+    "left_offset_note",
     "stereo_calibration",
 ]
 
@@ -155,6 +159,17 @@ def projection_from_camera_info(info: CameraInfo) -> np.ndarray:
     return p
 
 
+def left_offset_note(left: CameraInfo) -> Optional[str]:
+    """A sentence when the left CameraInfo's ``P`` has Tx / Ty != 0 (ROS says 0 for the reference camera)."""
+    tx, ty = float(left.p[3]), float(left.p[7])
+    if tx == 0.0 and ty == 0.0:
+        return None
+    fx = float(left.p[0]) or 1.0
+    return (f"left CameraInfo P has Tx = {tx:.6g} (Ty = {ty:.6g}), i.e. an offset of {-tx / fx:.4f} m: ROS "
+            "expects 0 for the left camera (TF gives its frame). Using Tx = 0 and the baseline from the "
+            "difference of the two Tx; fix the camera driver (e.g. KITTI's P_rect_20 copied as is)")
+
+
 def stereo_calibration(
     left: CameraInfo, right: CameraInfo, *, left_size: Optional[Tuple[int, int]] = None
 ) -> Tuple[np.ndarray, np.ndarray, float]:
@@ -166,7 +181,10 @@ def stereo_calibration(
         left_size: (height, width) of the left image, checked against ``left.height/width`` when they are set.
 
     Returns:
-        (P_left 3x4, P_right 3x4, baseline B in metres, > 0).
+        (P_left 3x4, P_right 3x4, baseline B in metres, > 0). As ROS defines them: the left projection maps
+        points of the LEFT camera's frame (its Tx = Ty = 0) and the right one has Tx = -fx * B. A left
+        CameraInfo with Tx != 0 (KITTI's P_rect_20 copied as is) keeps its baseline (the difference of the two
+        Tx) but returns with Tx = 0 (:func:`left_offset_note` says so once per node).
 
     Raises:
         ValueError: zero focal length, missing Tx, negative baseline, or a CameraInfo size that disagrees
@@ -176,15 +194,14 @@ def stereo_calibration(
     p_r = projection_from_camera_info(right)
     if p_r[0, 3] == 0.0 and p_l[0, 3] == 0.0:
         raise ValueError("right CameraInfo.p[3] (Tx = -fx * baseline) is 0: the stereo baseline is missing")
-    baseline = (p_l[0, 3] - p_r[0, 3]) / p_l[0, 0]
-    if not baseline > 0.0:
-        raise ValueError(
-            f"stereo baseline from CameraInfo.p[3] is {baseline:.4f} m (left Tx {p_l[0, 3]}, right Tx {p_r[0, 3]});"
-            " expected > 0 (right camera to the right of the left one)"
-        )
+    baseline = baseline_from_projections(p_l, p_r)
     if left_size is not None and left.height and left.width:
         if (int(left.height), int(left.width)) != tuple(left_size):
             raise ValueError(
                 f"left CameraInfo size {left.height}x{left.width} differs from the image {left_size[0]}x{left_size[1]}"
             )
-    return p_l, p_r, float(baseline)
+    if p_l[0, 3] != 0.0 or p_l[1, 3] != 0.0:  # e.g. KITTI's P_rect_20: offsets from cam0, not from this camera
+        p_l, p_r = p_l.copy(), p_r.copy()
+        p_l[:2, 3] = 0.0
+        p_r[0, 3], p_r[1, 3] = -p_r[0, 0] * baseline, 0.0
+    return p_l, p_r, baseline

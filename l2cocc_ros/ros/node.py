@@ -16,38 +16,46 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float64
 from visualization_msgs.msg import MarkerArray
 
+from l2cocc_ros.core.checkpoint import SHIPPED_CAMERA_CHECKPOINT
 from l2cocc_ros.core.classes import class_table
 from l2cocc_ros.core.engine import InferenceEngine
 from l2cocc_ros.core.stereo import get_stereo_backend
 from l2cocc_ros.msg import SemanticVoxelGrid
-from l2cocc_ros.ros.diagnostics import NodeStatus
+from l2cocc_ros.ros.diagnostics import NodeStatus, clip_text
 from l2cocc_ros.ros.grid_msg import grid_to_msg
-from l2cocc_ros.ros.image import image_to_rgb, stereo_calibration
+from l2cocc_ros.ros.frame import InputRejected, SyncedInputs, frame_from_inputs, input_topics
 from l2cocc_ros.ros.markers import MarkerEncoder, MarkerOptions
 from l2cocc_ros.ros.params import NodeConfig, declare_parameters, read_parameters
-from l2cocc_ros.ros.pointcloud import read_xyzi
-from l2cocc_ros.ros.qos import OUTPUT_QOS, SENSOR_QOS
+from l2cocc_ros.ros.qos import OUTPUT_QOS
 from l2cocc_ros.ros.sync import make_synchronizer, stamp_to_ns
 from l2cocc_ros.ros.tf import TfLookup, TransformUnavailable
 
 __all__ = ["L2COccNode", "main", "NODE_NAME"]
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 NODE_NAME = "l2cocc_node"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+"""The shipped parameter files (source tree; ``l2cocc node`` without ``--params-file`` uses them)."""
+_SHIPPED_PARAM_FILES: List[str] = []  # set by main() when it added the shipped files (named in the first log line)
 
-USAGE = """usage: l2cocc_node --ros-args --params-file config/l2cocc_node.param.yaml \\
-           --params-file config/common.param.yaml -p checkpoint:=MODEL.ckpt [-r __ns:=/NS] [-r ~/input/...:=TOPIC]
+#: how far ahead of the node's clock a stamp may lie [s] (clocks of two machines can differ; years cannot)
+MAX_STAMP_AHEAD_S = 3600.0
+
+USAGE = """usage: l2cocc_node [--ros-args [--params-file config/l2cocc_node.param.yaml \\
+           --params-file config/common.param.yaml] [-p checkpoint:=MODEL.pt] [-r __ns:=/NS] [-r ~/input/...:=TOPIC]]
+
+Without --params-file the shipped parameter files are used; without checkpoint the shipped camera model.
+Variant and preset come from the checkpoint (set them only for the authors' .ckpt files).
 
 Semantic scene completion (L2COcc) from a synchronized stereo pair (+ LiDAR for variant l).
 Inputs:  ~/input/{left,right}/image, ~/input/{left,right}/camera_info, ~/input/pointcloud (variant l), TF
@@ -55,14 +63,6 @@ Outputs: ~/output/semantic_grid, ~/output/markers, /diagnostics, ~/debug/{proces
          cyclic_time}_ms
 Parameters: see config/l2cocc_node.param.yaml, config/common.param.yaml and schema/*.schema.json.
 """
-
-
-class _Rejected(Exception):
-    """Internal: one input set is refused (kind, reason); the node counts and logs it."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind, self.reason = kind, reason
 
 
 class L2COccNode(Node):
@@ -84,6 +84,11 @@ class L2COccNode(Node):
         self.config: NodeConfig = read_parameters(self)
         cfg = self.config
         # 2. engine
+        shipped = " and ".join(_SHIPPED_PARAM_FILES)
+        self.get_logger().info(
+            f"model: {cfg.checkpoint or 'random weights'} (variant {cfg.variant}, preset {cfg.preset}"
+            f"{', the shipped camera model' if cfg.checkpoint == str(SHIPPED_CAMERA_CHECKPOINT) else ''})"
+            f"{'; parameters: the shipped files ' + shipped if shipped else ''}")
         self.engine = self._build_engine(cfg)
         self.table = class_table(self.engine.cfg.dataset)
         self.status = NodeStatus(cfg.diagnostics)
@@ -99,17 +104,20 @@ class L2COccNode(Node):
         self.markers = MarkerEncoder(self.engine.cfg.grid, self.table, MarkerOptions(
             crop_min=cfg.markers_crop_min, crop_max=cfg.markers_crop_max, downsample=cfg.markers_downsample,
             alpha=cfg.markers_alpha))
-        inputs = [(Image, "~/input/left/image", SENSOR_QOS), (CameraInfo, "~/input/left/camera_info", SENSOR_QOS),
-                  (Image, "~/input/right/image", SENSOR_QOS), (CameraInfo, "~/input/right/camera_info", SENSOR_QOS)]
-        if self.engine.needs_points:
-            inputs.append((PointCloud2, "~/input/pointcloud", SENSOR_QOS))
+        topics = input_topics(with_cloud=self.engine.needs_points)
         self.sync, self._subscriptions_sync = make_synchronizer(
-            self, inputs, cfg.sync_queue_size, cfg.sync_slop_s, self._on_synchronized)
+            self, topics, cfg.sync_queue_size, cfg.sync_slop_s, self._on_synchronized,
+            on_lost=lambda name, n: self.status.samples_lost(topics[name][1].removeprefix("~/input/"), n))
         # 5. worker and timers
         self._cond = threading.Condition()
-        self._slot: Optional[Sequence] = None
+        self._slot: Optional[SyncedInputs] = None
         self._stopping = False
         self._last_stamp_ns: Optional[int] = None
+        self._noted: set = set()
+        # stereo matching needs images wider than its disparity range (OpenCV fails on narrower ones)
+        stereo = self.engine.stereo
+        nd, ds = int(getattr(stereo, "num_disparities", 0)), int(getattr(stereo, "downscale", 1))
+        self._min_width = ds * (-(-nd // ds) + 1) if nd else 2
         self._last_marker_t = -np.inf
         self._last_publish_t: Optional[float] = None
         self.last_timings_ms: dict = {}
@@ -135,13 +143,13 @@ class L2COccNode(Node):
         return InferenceEngine.from_preset(cfg.preset, **kw)
 
     # -------------------------------------------------------------------------------------- callbacks
-    def _on_synchronized(self, *msgs) -> None:
+    def _on_synchronized(self, named: Dict[str, object]) -> None:
         """Put the newest synchronized set in the slot; a set still waiting there is dropped (counted)."""
         self.status.input_arrived()
         with self._cond:
             if self._slot is not None:
                 self.status.dropped()
-            self._slot = msgs
+            self._slot = SyncedInputs(**named)
             self._cond.notify()
 
     def _run(self) -> None:
@@ -154,80 +162,104 @@ class L2COccNode(Node):
                 msgs, self._slot = self._slot, None
             try:
                 self._process(msgs)
-            except _Rejected as rej:
+            except InputRejected as rej:
                 self._reject(rej.kind, rej.reason)
             except Exception as exc:  # noqa: BLE001 - the live path never dies on one frame
                 self._reject("inference", f"{type(exc).__name__}: {exc}")
 
     def _reject(self, kind: str, reason: str) -> None:
         if self.status.rejected_input(kind, reason):
-            self.get_logger().warning(f"rejected input ({kind}): {reason} [throttled]")
+            self.get_logger().warning(f"rejected input ({kind}): {clip_text(reason)} [throttled]")
 
     # ------------------------------------------------------------------------------------- the frame
-    def _check_stamp(self, stamp_ns: int) -> None:
+    def _process(self, msgs: SyncedInputs) -> None:
+        """One synchronized set: the frame (validated when built), its stamp, the engine, the outputs."""
+        t0 = time.perf_counter()
+        self._check_stamp_plausible(msgs.stamp)  # before TF: stamp 0 would look up the latest transform
+        frame = frame_from_inputs(msgs, self._lookup, cameras=self.engine.needs_cameras, min_width=self._min_width,
+                                  grid=self.engine.cfg.grid, note=self._note_once)
+        self._accept_stamp(frame.stamp_ns)  # after validation: a rejected set never moves the last stamp
+        t_convert = time.perf_counter()
+        result = self.engine.infer(frame)
+        t_engine = time.perf_counter()
+        self._publish(msgs.stamp, result)
+        t_end = time.perf_counter()
+        processing_ms = (t_end - t0) * 1e3
+        latency_ms = (self.get_clock().now().nanoseconds - frame.stamp_ns) * 1e-6
+        self.last_timings_ms = {"convert": (t_convert - t0) * 1e3, **result.timings_ms,
+                                "publish": (t_end - t_engine) * 1e3, "processing": processing_ms}
+        self.processing_pub.publish(Float64(data=processing_ms))
+        self.latency_pub.publish(Float64(data=latency_ms))
+        if self._last_publish_t is not None:  # time between two published grids
+            self.cyclic_pub.publish(Float64(data=(t_end - self._last_publish_t) * 1e3))
+        self._last_publish_t = t_end
+        self.status.frame_published(processing_ms, latency_ms)
+        self.get_logger().debug("timings [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in self.last_timings_ms.items()))
+
+    def _check_stamp_plausible(self, stamp) -> None:
+        """Refuse stamps no sensor gives: unset (0), negative, nanoseconds past a second, or far ahead of this
+        node's clock (a garbage stamp accepted there would reset the node and publish a grid stamped with it)."""
+        if not 0 <= stamp.nanosec < 1_000_000_000:
+            raise InputRejected("stamp", f"stamp nanosec {stamp.nanosec} is not in [0, 1e9): a malformed stamp")
+        stamp_ns = stamp_to_ns(stamp)
+        if stamp_ns == 0:
+            raise InputRejected("stamp", "stamp is 0 (unset): the driver did not stamp the image")
+        if stamp_ns < 0:
+            raise InputRejected("stamp", f"stamp {stamp_ns * 1e-9:.3f} s is negative (before 1970): not a capture time")
+        now_ns = self.get_clock().now().nanoseconds
+        ahead = (stamp_ns - now_ns) * 1e-9
+        if now_ns > 0 and ahead > MAX_STAMP_AHEAD_S:  # (a sim clock that has not started yet reads 0)
+            raise InputRejected("stamp", f"stamp {stamp_ns * 1e-9:.3f} s is {ahead:.0f} s ahead of this node's clock "
+                                f"(more than {MAX_STAMP_AHEAD_S:.0f} s): a wrong clock or a garbage stamp")
+
+    def _note_once(self, key: str, text: str) -> None:
+        """Input that is used but is not what ROS specifies: one warning per kind for the node's life."""
+        if key not in self._noted:
+            self._noted.add(key)
+            self.get_logger().warning(clip_text(text) + " [once]")
+
+    def _reset_if_time_looped(self, stamp_ns: int) -> bool:
+        """A stamp more than ``stamp_reset_s`` before the last frame's (a bag loop): forget the sync queues,
+        the dynamic TF history and the last stamp. Returns whether it reset."""
+        last = self._last_stamp_ns
+        jump = (last - stamp_ns) * 1e-9 if last is not None else 0.0
+        if not (self.config.stamp_reset_s > 0.0 and jump > self.config.stamp_reset_s):
+            return False
+        self.get_logger().warning(f"time jumped back by {jump:.3f} s: resetting (sync queues, TF history)")
+        self.status.resets += 1
+        self.tf.clear_dynamic()
+        if self.sync is not None:
+            self.sync.reset()
+        self._last_stamp_ns = None
+        return True
+
+    def _accept_stamp(self, stamp_ns: int) -> None:
+        """Record a valid frame's stamp; one not after the last frame's is rejected (or resets, see above)."""
+        self._reset_if_time_looped(stamp_ns)
         last = self._last_stamp_ns
         if last is not None and stamp_ns <= last:
-            jump = (last - stamp_ns) * 1e-9
-            if self.config.stamp_reset_s > 0.0 and jump > self.config.stamp_reset_s:
-                self.get_logger().warning(f"time jumped back by {jump:.3f} s: resetting (sync queues, TF history)")
-                self.status.resets += 1
-                self.tf.clear_dynamic()
-                if self.sync is not None:
-                    self.sync.reset()
-            else:
-                raise _Rejected("stamp_jump_back", f"stamp {stamp_ns * 1e-9:.3f} s is not after the last frame's "
-                                f"{last * 1e-9:.3f} s (jump {jump:.3f} s)")
+            raise InputRejected("stamp_jump_back", f"stamp {stamp_ns * 1e-9:.3f} s is not after the last frame's "
+                                f"{last * 1e-9:.3f} s (jump {(last - stamp_ns) * 1e-9:.3f} s)")
         self._last_stamp_ns = stamp_ns
 
     def _lookup(self, source: str, stamp_ns: int) -> np.ndarray:
+        """T_grid_from_source at the stamp (TF, else the configured fallback)."""
         cfg = self.config
         try:
             t = self.tf.lookup(cfg.grid_frame, source, stamp_ns, cfg.tf_timeout_s)
             self.status.tf_state(True, f"{cfg.grid_frame} <- {source}")
             return t
         except TransformUnavailable as exc:
+            if self._reset_if_time_looped(stamp_ns):  # after a bag loop TF's history lies in the future
+                return self._lookup(source, stamp_ns)
             if cfg.tf_fallback is not None:
                 self.status.tf_state(True, f"fallback transform ({exc})")
                 return cfg.tf_fallback
             self.status.tf_state(False, str(exc))
-            raise _Rejected("tf", f"no transform {cfg.grid_frame} <- {source!r}: {exc}") from None
+            raise InputRejected("tf", f"no transform {cfg.grid_frame} <- {source!r}: {exc}") from None
 
-    def _process(self, msgs: Sequence) -> None:
-        t0 = time.perf_counter()
-        left, left_info, right, right_info = msgs[:4]
-        stamp = left.header.stamp
-        stamp_ns = stamp_to_ns(stamp)
-        self._check_stamp(stamp_ns)
-        points = None
-        left_rgb = right_rgb = p_left = p_right = t_grid_cam = None
-        if self.engine.needs_cameras:
-            try:
-                left_rgb, right_rgb = image_to_rgb(left), image_to_rgb(right)
-            except ValueError as exc:
-                raise _Rejected("encoding", str(exc)) from None
-            if left_rgb.shape != right_rgb.shape:
-                raise _Rejected("size_mismatch",
-                                f"left image {left_rgb.shape[:2]} != right image {right_rgb.shape[:2]}")
-            try:
-                p_left, p_right, _ = stereo_calibration(left_info, right_info, left_size=left_rgb.shape[:2])
-            except ValueError as exc:
-                raise _Rejected("camera_info", str(exc)) from None
-            t_grid_cam = self._lookup(left.header.frame_id, stamp_ns)
-        if self.engine.needs_points:
-            cloud = msgs[4]
-            try:
-                pts, n_bad = read_xyzi(cloud)
-            except ValueError as exc:
-                raise _Rejected("pointcloud", str(exc)) from None
-            if len(pts) == 0:
-                raise _Rejected("pointcloud", f"no finite point ({n_bad} NaN/inf of {cloud.width * cloud.height})")
-            t_grid_cloud = self._lookup(cloud.header.frame_id, stamp_ns)
-            rot, tran = t_grid_cloud[:3, :3].astype(np.float32), t_grid_cloud[:3, 3].astype(np.float32)
-            points = pts.copy()
-            points[:, :3] = pts[:, :3] @ rot.T + tran  # cloud frame -> grid frame
-        t_convert = time.perf_counter()
-        result = self.engine.infer(left_rgb, right_rgb, p_left, p_right, t_grid_cam, points=points)
-        t_engine = time.perf_counter()
+    def _publish(self, stamp, result) -> None:
+        """The grid, and the markers while someone subscribes (rate-limited)."""
         cfg = self.config
         msg = grid_to_msg(result.labels, stamp=stamp, frame_id=cfg.grid_frame, grid=self.engine.cfg.grid,
                           table=self.table, model_variant=f"l2cocc-{cfg.variant}",
@@ -239,22 +271,11 @@ class L2COccNode(Node):
                 and now - self._last_marker_t >= 1.0 / cfg.markers_max_rate_hz):
             self._last_marker_t = now
             self.marker_pub.publish(self.markers.encode(result.labels, stamp=stamp, frame_id=cfg.grid_frame))
-        t_end = time.perf_counter()
-        processing_ms = (t_end - t0) * 1e3
-        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
-        self.last_timings_ms = {"convert": (t_convert - t0) * 1e3, **result.timings_ms,
-                                "publish": (t_end - t_engine) * 1e3, "processing": processing_ms}
-        self.processing_pub.publish(Float64(data=processing_ms))
-        self.latency_pub.publish(Float64(data=latency_ms))
-        if self._last_publish_t is not None:  # time between two published grids
-            self.cyclic_pub.publish(Float64(data=(t_end - self._last_publish_t) * 1e3))
-        self._last_publish_t = t_end
-        self.status.frame_published(processing_ms, latency_ms)
-        self.get_logger().debug("timings [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in self.last_timings_ms.items()))
 
     # ------------------------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         extra = {f"timing.{k}_ms": round(v, 2) for k, v in self.last_timings_ms.items()}
+        extra["tf.ignored"] = self.tf.ignored
         if self.sync is not None:
             s = self.sync.stats
             extra.update({"sync.dropped_overflow": s.dropped_overflow, "sync.dropped_stale": s.dropped_stale,
@@ -286,6 +307,13 @@ def main(args: Optional[List[str]] = None) -> int:
         sys.stdout.write(USAGE)
         return 0
     logging.basicConfig(level=logging.INFO)
+    if "--params-file" not in argv:
+        files = [str(CONFIG_DIR / "l2cocc_node.param.yaml"), str(CONFIG_DIR / "common.param.yaml")]
+        if "--ros-args" not in argv:
+            argv.append("--ros-args")
+        at = argv.index("--ros-args") + 1
+        argv[at:at] = ["--params-file", files[0], "--params-file", files[1]]
+        _SHIPPED_PARAM_FILES[:] = files
     rclpy.init(args=argv)
     node = None
     try:
@@ -294,7 +322,7 @@ def main(args: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, FileNotFoundError) as exc:
-        _log.error("l2cocc_node cannot start: %s", exc)
+        logger.error("l2cocc_node cannot start: %s", exc)
         return 2
     finally:
         if node is not None:

@@ -16,7 +16,7 @@ import itertools
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 __all__ = ["ApproximateTimeSynchronizer", "SyncStats", "stamp_to_ns", "make_synchronizer", "HAVE_MESSAGE_FILTERS"]
 
@@ -145,34 +145,51 @@ class ApproximateTimeSynchronizer:
 
 def make_synchronizer(
     node,
-    inputs: Sequence[Tuple[type, str, Any]],
+    inputs: Mapping[str, Tuple[type, str, Any]],
     queue_size: int,
     slop: float,
-    callback: Callable[..., Any],
+    callback: Callable[[Dict[str, Any]], Any],
     *,
     callback_group=None,
+    on_lost: Optional[Callable[[str, int], None]] = None,
 ) -> Tuple[Optional[ApproximateTimeSynchronizer], list]:
-    """Subscribe to ``inputs`` and call ``callback(*msgs)`` with approximately synchronized sets.
+    """Subscribe to ``inputs`` and call ``callback(named)`` with approximately synchronized sets.
 
     Args:
         node: the rclpy node.
-        inputs: (message type, topic, QoS profile) per input, in callback order.
+        inputs: input name -> (message type, topic, QoS profile).
         queue_size: per-input queue length.
         slop: largest stamp spread within a set [s].
-        callback: receives one message per input.
+        callback: receives one set as ``{input name: message}`` (never by position).
         callback_group: group of the subscriptions (ours only).
+        on_lost: ``on_lost(input_name, count)`` when the middleware reports ``count`` samples of an input lost
+            before they reached us (the subscription's message_lost event, where the RMW supports it).
 
     Returns:
         (our synchronizer, or None when message_filters is used, the list of subscriptions/filters).
     """
+    from rclpy.event_handler import SubscriptionEventCallbacks
+
+    names = list(inputs)
+
+    def emit(*msgs) -> None:
+        callback(dict(zip(names, msgs)))
+
+    def events(name: str) -> Optional[SubscriptionEventCallbacks]:
+        if on_lost is None:
+            return None
+        return SubscriptionEventCallbacks(message_lost=lambda info: on_lost(name, int(info.total_count_change)))
+
     if _message_filters is not None:  # pragma: no cover - depends on the machine
-        subs = [_message_filters.Subscriber(node, t, topic, qos_profile=qos) for t, topic, qos in inputs]
+        subs = [_message_filters.Subscriber(node, t, topic, qos_profile=qos, event_callbacks=events(name))
+                for name, (t, topic, qos) in inputs.items()]
         sync = _message_filters.ApproximateTimeSynchronizer(subs, queue_size, slop)
-        sync.registerCallback(callback)
+        sync.registerCallback(emit)
         return None, subs + [sync]
-    sync = ApproximateTimeSynchronizer(len(inputs), queue_size, slop, callback)
+    sync = ApproximateTimeSynchronizer(len(names), queue_size, slop, emit)
     subs = [
-        node.create_subscription(t, topic, (lambda m, i=i: sync.add(i, m)), qos, callback_group=callback_group)
-        for i, (t, topic, qos) in enumerate(inputs)
+        node.create_subscription(t, topic, (lambda m, i=i: sync.add(i, m)), qos, callback_group=callback_group,
+                                 event_callbacks=events(name))
+        for i, (name, (t, topic, qos)) in enumerate(inputs.items())
     ]
     return sync, subs

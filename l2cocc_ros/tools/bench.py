@@ -228,12 +228,14 @@ def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str
     import torch
 
     from l2cocc_ros.core.engine import InferenceEngine
+    from l2cocc_ros.core.frame import StereoFrame
 
     engine = InferenceEngine.from_preset(preset, device=device, precision=precision, **fast)
     compiled = bool(fast.get("compile_model") or fast.get("cuda_graphs"))
     dev = engine.device
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     left, right, p2, p3, t_velo_cam, pts = _synthetic_frame()
+    frame = StereoFrame.from_projections(left, right, p2, p3, t_velo_cam, stamp_ns=0, points=pts)
     records: Dict[str, float] = {}
     model = getattr(engine.model, "_orig_mod", engine.model)
     hooks = [] if compiled else _stage_hooks(model, records, sync)
@@ -243,7 +245,7 @@ def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str
     samples: Dict[str, List[float]] = {}
     for i in range(runs + warmup):
         records.clear()
-        res = engine.infer(left, right, p2, p3, t_velo_cam, points=pts)
+        res = engine.infer(frame)
         if i < warmup:
             continue
         for k, v in {**res.timings_ms, **records}.items():
@@ -263,13 +265,14 @@ def bench_agreement(preset: str, device: str, precision: str, seed: int = 0, **f
     """Labels of a fast path (``precision`` + InferenceEngine ``fast`` keywords) vs fp32 eager on the same input
     (same weights); the fast path's second frame is compared (CUDA graphs record on the first)."""
     from l2cocc_ros.core.engine import InferenceEngine
+    from l2cocc_ros.core.frame import StereoFrame
 
     left, right, p2, p3, t_velo_cam, pts = _synthetic_frame()
-    ref = InferenceEngine.from_preset(preset, device=device, seed=seed).infer(left, right, p2, p3, t_velo_cam,
-                                                                              points=pts).labels
+    frame = StereoFrame.from_projections(left, right, p2, p3, t_velo_cam, stamp_ns=0, points=pts)
+    ref = InferenceEngine.from_preset(preset, device=device, seed=seed).infer(frame).labels
     engine = InferenceEngine.from_preset(preset, device=device, seed=seed, precision=precision, **fast)
     for _ in range(2):
-        got = engine.infer(left, right, p2, p3, t_velo_cam, points=pts).labels
+        got = engine.infer(frame).labels
     inter = np.logical_and(ref > 0, got > 0).sum()
     union = np.logical_or(ref > 0, got > 0).sum()
     return {"preset": preset, "device": device, "precision": precision, **_fast_columns(fast),

@@ -6,6 +6,7 @@ import torch
 
 from l2cocc_ros.core.camera import build_camera_inputs
 from l2cocc_ros.core.engine import EngineResult, InferenceEngine, resolve_device
+from l2cocc_ros.core.frame import LidarFrame, StereoFrame
 from l2cocc_ros.core.stereo import SGBMStereo
 
 H, W = 64, 200
@@ -20,6 +21,10 @@ def stereo_pair(seed=0):
     rng = np.random.default_rng(seed)
     wide = rng.integers(0, 256, (H, W + SHIFT, 3), dtype=np.uint8)
     return np.ascontiguousarray(wide[:, :W]), np.ascontiguousarray(wide[:, SHIFT:])  # right sees it SHIFT px left
+
+
+def stereo_frame(seed=0):
+    return StereoFrame.from_projections(*stereo_pair(seed), P2, P3, T_GRID_FROM_CAM, stamp_ns=1)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,7 @@ def first(engine):
     left, right = stereo_pair()
     seen = spy_on(engine.model)
     try:
-        res = engine.infer(left, right, P2, P3, T_GRID_FROM_CAM)
+        res = engine.infer(StereoFrame.from_projections(left, right, P2, P3, T_GRID_FROM_CAM, stamp_ns=1))
     finally:
         del engine.model.forward
     res.seen = seen
@@ -83,7 +88,7 @@ def test_confidence_and_checkpoint_round_trip(engine, first, tmp_path):
     save_checkpoint(path, engine.model, get_preset("tiny_l2cocc_c"))
     loaded = InferenceEngine.from_checkpoint(path, preset="tiny_l2cocc_c", device="cpu", with_confidence=True,
                                              stereo_backend=engine.stereo)
-    b = loaded.infer(*stereo_pair(), P2, BASELINE, T_GRID_FROM_CAM)  # the baseline instead of P3: same geometry
+    b = loaded.infer(StereoFrame(*stereo_pair(), P2, BASELINE, T_GRID_FROM_CAM, 1))  # the baseline as given
     np.testing.assert_array_equal(first.labels, b.labels)
     assert b.confidence.shape == (256, 256, 32) and b.confidence.dtype == np.float32
     assert 1.0 / 20 - 1e-6 <= b.confidence.min() and b.confidence.max() <= 1.0
@@ -101,17 +106,11 @@ def test_confidence_and_checkpoint_round_trip(engine, first, tmp_path):
         InferenceEngine.from_checkpoint(tmp_path / "missing.ckpt")
 
 
-@pytest.mark.parametrize("args, phrase", [
-    (lambda l, r: (l, r[:, :-8], P2, P3, T_GRID_FROM_CAM), "differ in size"),
-    (lambda l, r: (l[..., 0], r, P2, P3, T_GRID_FROM_CAM), "left_rgb must be an"),
-    (lambda l, r: (l, r, P2 * 0, P3, T_GRID_FROM_CAM), "fx > 0"),
-    (lambda l, r: (l, r, P2, P2, T_GRID_FROM_CAM), "baseline"),
-    (lambda l, r: (l, r, P2, -0.5, T_GRID_FROM_CAM), "baseline must be > 0"),
-    (lambda l, r: (l, r, P2, P3, None), "T_grid_from_cam are required"),
-])
-def test_bad_inputs_are_refused_with_the_argument_named(engine, args, phrase):
-    with pytest.raises(ValueError, match=phrase):
-        engine.infer(*args(*stereo_pair()))
+def test_engine_takes_only_a_frame_of_its_kind(engine):
+    with pytest.raises(TypeError, match="frame must be a StereoFrame or LidarFrame"):
+        engine.infer(stereo_pair()[0])  # an image is not a frame
+    with pytest.raises(ValueError, match="needs a StereoFrame, got a LidarFrame"):
+        engine.infer(LidarFrame(np.zeros((3, 4), np.float32), 1))
 
 
 def test_lidar_variant_uses_points():
@@ -122,13 +121,15 @@ def test_lidar_variant_uses_points():
                            rng.uniform(0, 1, 4000)]).astype(np.float32)
     pts[:5] = np.nan  # non-finite points are dropped, not fatal
     seen = spy_on(eng.model)
-    res = eng.infer(None, None, None, None, None, points=pts)
+    res = eng.infer(LidarFrame(pts, 1))
     np.testing.assert_array_equal(seen["inputs"]["points"].numpy(), pts[5:])  # finite points only
     np.testing.assert_array_equal(res.labels, seen["logits"][0].argmax(0).to(torch.uint8).numpy())
-    with pytest.raises(ValueError, match="points are required"):
-        eng.infer(None, None, None, None, None)
-    with pytest.raises(ValueError, match="no finite point"):
-        eng.infer(None, None, None, None, None, points=np.full((3, 4), np.inf, np.float32))
+    del eng.model.forward
+    # a stereo frame that carries the cloud gives the same grid
+    with_cloud = StereoFrame.from_projections(*stereo_pair(), P2, P3, T_GRID_FROM_CAM, stamp_ns=1, points=pts)
+    np.testing.assert_array_equal(eng.infer(with_cloud).labels, res.labels)
+    with pytest.raises(ValueError, match="needs frame.points"):
+        eng.infer(stereo_frame())
 
 
 def test_device_and_precision_checks():
@@ -148,11 +149,12 @@ def test_fast_path_options_keep_the_labels():
     from l2cocc_ros.tools.bench import _synthetic_frame
 
     left, right, p2, p3, t, _ = _synthetic_frame(310, 94)
-    ref = InferenceEngine.from_preset("tiny_l2cocc_c", seed=3).infer(left, right, p2, p3, t).labels
+    frame = StereoFrame.from_projections(left, right, p2, p3, t, stamp_ns=1)
+    ref = InferenceEngine.from_preset("tiny_l2cocc_c", seed=3).infer(frame).labels
     fast = InferenceEngine.from_preset("tiny_l2cocc_c", seed=3, channels_last=True)
     conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    got = fast.infer(left, right, p2, p3, t).labels
+    got = fast.infer(frame).labels
     assert (got == ref).mean() > 0.99
 
 
@@ -161,7 +163,7 @@ def test_device_preprocessing_feeds_the_model_the_same_tensors(engine, first):
     fast = InferenceEngine(engine.model, engine.cfg, stereo_backend=engine.stereo, device_preprocess=True)
     seen = spy_on(engine.model)
     try:
-        res = fast.infer(*stereo_pair(), P2, P3, T_GRID_FROM_CAM)
+        res = fast.infer(stereo_frame())
     finally:
         del engine.model.forward
     assert set(seen["inputs"]) == set(first.seen["inputs"])
@@ -176,7 +178,7 @@ def test_confidence_is_the_softmax_probability_of_the_label(engine):
     seen = spy_on(engine.model)
     try:
         res = InferenceEngine(engine.model, engine.cfg, stereo_backend=engine.stereo, with_confidence=True).infer(
-            *stereo_pair(1), P2, P3, T_GRID_FROM_CAM)
+            stereo_frame(1))
     finally:
         del engine.model.forward
     prob = torch.softmax(seen["logits"][0], 0)
@@ -209,7 +211,8 @@ def test_static_shape_stages_trace_as_whole_graphs_and_keep_the_labels():
     from l2cocc_ros.tools.bench import _synthetic_frame
 
     left, right, p2, p3, t, _ = _synthetic_frame(310, 94)
-    ref = InferenceEngine.from_preset("tiny_l2cocc_c", seed=3).infer(left, right, p2, p3, t).labels
+    frame = StereoFrame.from_projections(left, right, p2, p3, t, stamp_ns=1)
+    ref = InferenceEngine.from_preset("tiny_l2cocc_c", seed=3).infer(frame).labels
     engine = InferenceEngine.from_preset("tiny_l2cocc_c", seed=3)
     backend, graphs = _graph_recorder()
     try:
@@ -217,7 +220,7 @@ def test_static_shape_stages_trace_as_whole_graphs_and_keep_the_labels():
         assert names == ["img_backbone", "img_neck", "depth_net", "voxel_backbone", "voxel_neck", "tpv_generator",
                          "tpv_aggregator", "pts_bbox_head"]
         for _ in range(2):  # the second frame reuses the graphs
-            got = engine.infer(left, right, p2, p3, t).labels
+            got = engine.infer(frame).labels
             assert len(graphs) == len(names)
         np.testing.assert_array_equal(got, ref)
         assert all(not _symbolic_sizes(gm) for gm in graphs), [_symbolic_sizes(gm) for gm in graphs]

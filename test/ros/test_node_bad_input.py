@@ -12,6 +12,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
+from l2cocc_ros.core.frame import LidarFrame
 from l2cocc_ros.msg import SemanticVoxelGrid
 from l2cocc_ros.ros.grid_msg import msg_to_grid
 from l2cocc_ros.ros.image import numpy_to_image
@@ -57,10 +58,11 @@ class Graph:
         for pub, msg in zip(self.pubs, msgs):
             pub.publish(msg)
         if expect is None:
-            assert self.spin_until(lambda: len(self.grids) > n_grids, 90.0), self.node.status.snapshot()
+            assert self.spin_until(lambda: len(self.grids) > n_grids, 90.0), \
+                (self.node.status.snapshot(), dict(self.node.status.rejected), self.node.status.last_rejection)
         else:
             assert self.spin_until(lambda: self.node.status.rejected[expect] > before.get(expect, 0), 30.0), \
-                (expect, self.node.status.snapshot())
+                (expect, dict(self.node.status.rejected), self.node.status.last_rejection)
             assert len(self.grids) == n_grids
 
     def latest_status(self):
@@ -95,10 +97,11 @@ def test_each_bad_camera_input_is_rejected_and_reported(graph):
     assert status.level == DiagnosticStatus.OK or (status.level == DiagnosticStatus.WARN
                                                    and status.message.startswith("processing took"))
 
-    left, linfo, right, rinfo = make_frame(stamp_of(10.1)).msgs
+    left, linfo, right, rinfo = make_frame(stamp_of(12.5)).msgs
     bad = Image(height=left.height, width=left.width, encoding="yuv422", step=left.width * 2)
     bad.data = bytes(left.width * 2 * left.height)
-    g.send(with_stamp([bad, linfo, right, rinfo], 10.1), "encoding")
+    # stamped 2.5 s ahead: a rejected set must not become the "last frame" that later valid ones are compared to
+    g.send(with_stamp([bad, linfo, right, rinfo], 12.5), "encoding")
 
     left, linfo, right, rinfo = make_frame(stamp_of(10.2)).msgs
     narrow = numpy_to_image(np.zeros((64, 100, 3), np.uint8), "rgb8", stamp=stamp_of(10.2), frame_id="camera_color_right")
@@ -159,7 +162,7 @@ def test_bad_point_clouds_for_the_lidar_variant():
                                rng.uniform(0, 1, 3000)]).astype(np.float32)
         pts[::7, 1] = np.inf  # some non-finite points are dropped, the rest is used
         g.send(frame(1.3, pts), None)
-        expected = g.node.engine.infer(None, None, None, None, None, points=pts[np.isfinite(pts).all(1)])
+        expected = g.node.engine.infer(LidarFrame(pts[np.isfinite(pts).all(1)], 1))
         np.testing.assert_array_equal(msg_to_grid(g.grids[-1]).labels, expected.labels)
         assert g.node.status.rejected["pointcloud"] == 3
     finally:
@@ -177,8 +180,7 @@ def test_configured_fallback_transform_replaces_a_missing_tf():
         g.send(frame.msgs, None)
         snap = g.node.status.snapshot()
         assert snap["tf"] == "ok" and snap["tf_detail"].startswith("fallback transform") and snap["rejected.tf"] == 0
-        expected = g.node.engine.infer(frame.left, frame.right, frame.msgs[1].p.reshape(3, 4),
-                                       frame.msgs[3].p.reshape(3, 4), g.node.config.tf_fallback)
+        expected = g.node.engine.infer(frame.stereo_frame(g.node.config.tf_fallback))
         np.testing.assert_array_equal(msg_to_grid(g.grids[-1]).labels, expected.labels)
     finally:
         g.close()

@@ -74,8 +74,7 @@ def test_grid_equals_engine_output_and_markers_match(graph):
     t_grid_cam = node.tf.lookup("velodyne", "camera_color_left", 0, 0.0)
     for frame, grid_msg, markers in zip(frames, got["grid"], got["markers"]):
         grid = msg_to_grid(grid_msg)
-        expected = node.engine.infer(frame.left, frame.right, frame.msgs[1].p.reshape(3, 4),
-                                     frame.msgs[3].p.reshape(3, 4), t_grid_cam)
+        expected = node.engine.infer(frame.stereo_frame(t_grid_cam))
         np.testing.assert_array_equal(grid.labels, expected.labels)
         assert grid.frame_id == "velodyne" and grid.stamp == (frame.msgs[0].header.stamp.sec,
                                                              frame.msgs[0].header.stamp.nanosec)

@@ -30,8 +30,9 @@ from torch.utils.data import Dataset
 
 from .. import camera as cam
 from ..classes import IGNORE, ClassTable, semantic_kitti
+from ..frame import baseline_from_projections
 from ..grid import SEMANTIC_KITTI_GRID
-from ..stereo import StereoBackend, stereo_baseline
+from ..stereo import StereoBackend
 from . import kitti_io, labels
 
 __all__ = ["MODALITIES", "modalities_for_variant", "read_rgb", "SSCDatasetBase", "SemanticKITTIDataset"]
@@ -232,7 +233,7 @@ class SSCDatasetBase(Dataset):
         if right.shape != rgb.shape:
             raise ValueError(f"right image {p['right']} is {right.shape}, left is {rgb.shape}")
         focal = float(calib["P2"][0, 0])
-        return self.stereo_backend.compute(rgb, right, focal, stereo_baseline(calib["P2"], calib["P3"]))
+        return self.stereo_backend.compute(rgb, right, focal, baseline_from_projections(calib["P2"], calib["P3"]))
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         seq, fid = self.frames[index]

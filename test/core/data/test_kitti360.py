@@ -7,7 +7,7 @@ from PIL import Image
 from l2cocc_ros.core import camera as cam
 from l2cocc_ros.core.data import kitti_io
 from l2cocc_ros.core.data.kitti360 import KITTI360Dataset, kitti360_calibration
-from l2cocc_ros.core.stereo import stereo_baseline
+from l2cocc_ros.core.frame import baseline_from_projections
 
 SEQ = "2013_05_28_drive_0009_sync"
 
@@ -33,8 +33,8 @@ def root(tmp_path_factory):
 
 def test_fixed_calibration():
     c = kitti360_calibration()
-    assert stereo_baseline(c["P2"], c["P3"]) == pytest.approx(328.318735 / 552.554261)
-    assert 0.59 < stereo_baseline(c["P2"], c["P3"]) < 0.6
+    assert baseline_from_projections(c["P2"], c["P3"]) == pytest.approx(328.318735 / 552.554261)
+    assert 0.59 < baseline_from_projections(c["P2"], c["P3"]) < 0.6
     # a point 10 m straight ahead of the camera lies ~10 m ahead of the velodyne (x forward)
     x_velo = np.linalg.inv(c["Tr"]) @ np.array([0.0, 0.0, 10.0, 1.0])
     assert 10.0 < x_velo[0] < 11.5
