@@ -62,17 +62,14 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
-def check_fast_path(device_type: str, *, compile_model: bool = False, cuda_graphs: bool = False) -> None:
-    """Refuse fast-path options that cannot run together or on a device of ``device_type`` ("cpu", "cuda").
+def check_fast_path(device_type: str, *, cuda_graphs: bool = False) -> None:
+    """Refuse fast-path options that cannot run on a device of ``device_type`` ("cpu", "cuda").
 
     Raises:
-        ValueError: ``cuda_graphs`` off CUDA, or with ``compile_model``.
+        ValueError: ``cuda_graphs`` off CUDA.
     """
     if cuda_graphs and device_type != "cuda":
         raise ValueError(f"cuda_graphs needs a CUDA device, got {device_type}")
-    if cuda_graphs and compile_model:
-        raise ValueError("cuda_graphs and compile_model exclude each other (cuda_graphs compiles the "
-                         "static-shape stages itself)")
 
 
 def capture_static_stages(model: nn.Module, **compile_kwargs) -> List[str]:
@@ -131,11 +128,11 @@ class InferenceEngine:
         with_confidence: also return the softmax probability of each label.
         resample: PIL resampling of the image resize ("bicubic" as the original).
         channels_last: store 4-D/5-D conv weights channels-last (faster convolutions on GPUs with tensor cores).
-        compile_model: wrap the model in ``torch.compile`` (first frames compile; later ones run faster).
         cuda_graphs: record the model's static-shape stages (``static_shape_stages``: image encoder, depth
             net, 3D trunk) as CUDA graphs and replay them (:func:`capture_static_stages`); LSS, voxel proposal
-            and EVT, whose sizes depend on the data, run eagerly in between. CUDA only; not with
-            ``compile_model``. The first two frames record.
+            and EVT, whose sizes depend on the data, run eagerly in between. CUDA only. The first two frames
+            record. (There is no whole-model ``torch.compile`` option: the data-dependent stages break its
+            graphs and recompile on new frames: 3.0 s per frame against 0.5 s eager, tiny model on a CPU, issue 12.)
         device_preprocess: resize, crop and normalise the image and the stereo depth on ``device`` with
             :class:`~l2cocc_ros.core.resize_torch.DeviceResizeCrop` (bit-identical to the Pillow path). Frees
             ~15 ms of CPU per frame next to a GPU; on a CPU-only machine the Pillow path is faster.
@@ -163,7 +160,6 @@ class InferenceEngine:
         with_confidence: bool = False,
         resample: str = "bicubic",
         channels_last: bool = False,
-        compile_model: bool = False,
         cuda_graphs: bool = False,
         device_preprocess: bool = False,
     ) -> None:
@@ -174,13 +170,11 @@ class InferenceEngine:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        check_fast_path(self.device.type, compile_model=compile_model, cuda_graphs=cuda_graphs)
+        check_fast_path(self.device.type, cuda_graphs=cuda_graphs)
         self.cfg = cfg
         self.model = model.to(self.device).eval()
         if channels_last:
             to_channels_last(self.model)
-        if compile_model:
-            self.model = torch.compile(self.model)
         self.cuda_graphs = bool(cuda_graphs)
         if self.cuda_graphs:
             capture_static_stages(self.model, mode="reduce-overhead")

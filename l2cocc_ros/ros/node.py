@@ -134,7 +134,7 @@ class L2COccNode(Node):
         stereo = get_stereo_backend(cfg.stereo_backend, **cfg.stereo_options)
         kw = dict(device=cfg.device, stereo_backend=stereo, precision=cfg.precision,
                   with_confidence=cfg.publish_confidence, channels_last=cfg.channels_last,
-                  compile_model=cfg.compile_model, cuda_graphs=cfg.cuda_graphs,
+                  cuda_graphs=cfg.cuda_graphs,
                   device_preprocess=cfg.device_preprocess)
         if cfg.checkpoint:
             return InferenceEngine.from_checkpoint(cfg.checkpoint, preset=cfg.preset, **kw)

@@ -81,9 +81,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
     _S("device", "string", "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N"),
     _S("precision", "string", "autocast precision on CUDA (CPU always runs fp32)", choices=("fp32", "fp16", "bf16")),
     _S("fast.channels_last", "bool", "channels-last conv weights (faster on GPUs with tensor cores)", default=False),
-    _S("fast.compile", "bool", "torch.compile the model (slow first frames, faster later ones)", default=False),
     _S("fast.cuda_graphs", "bool", "record the image encoder, depth net and 3D trunk as CUDA graphs and replay "
-       "them (CUDA only; not with fast.compile; the first frames record)", default=False),
+       "them (CUDA only; the first frames record)", default=False),
     _S("fast.device_preprocess", "bool", "resize/crop/normalise the image and stereo depth on the model's device "
        "(bit-identical to Pillow; frees ~15 ms CPU per frame next to a GPU, slower on a CPU-only machine)",
        default=False),
@@ -149,7 +148,6 @@ class NodeConfig:
     device: str
     precision: str
     channels_last: bool
-    compile_model: bool
     cuda_graphs: bool
     device_preprocess: bool
     publish_confidence: bool
@@ -220,7 +218,7 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     return NodeConfig(
         grid_frame=v["grid_frame"], variant=v["variant"], preset=v["preset"], checkpoint=v["checkpoint"],
         allow_random_weights=v["allow_random_weights"], device=v["device"], precision=v["precision"],
-        channels_last=v["fast.channels_last"], compile_model=v["fast.compile"], cuda_graphs=v["fast.cuda_graphs"],
+        channels_last=v["fast.channels_last"], cuda_graphs=v["fast.cuda_graphs"],
         device_preprocess=v["fast.device_preprocess"], publish_confidence=v["publish_confidence"],
         stereo_backend=v["stereo.backend"],
         stereo_options=_stereo_options(v),

@@ -9,7 +9,7 @@ version), to ``bench/RESULTS.md``:
 * ``engine``: per stage (stereo, preprocess, image encoder, depth net, lift-splat, voxel proposal, EVT,
   3D backbone, TPV, head, argmax) and end to end, for a preset on a device, with peak memory (CPU RSS of
   a fresh process per configuration; GPU max allocated).
-* ``agreement``: a fast path (autocast precision, channels_last, torch.compile or CUDA graphs, device
+* ``agreement``: a fast path (autocast precision, channels_last, CUDA graphs, device
   preprocessing) against fp32 eager on the same inputs: % of voxels with the same label and the IoU between
   the two outputs.
 
@@ -32,11 +32,14 @@ import numpy as np
 
 __all__ = ["stats_ms", "machine_info", "bench_node", "bench_engine", "bench_agreement", "main"]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # the directory holding the l2cocc_ros package
 
-#: fast-path flags of a spec (``PRESET:DEVICE:...:channels_last:compile``) -> InferenceEngine keyword
-FAST_FLAGS = {"channels_last": "channels_last", "compile": "compile_model", "cuda_graphs": "cuda_graphs",
-              "device_preprocess": "device_preprocess"}
+#: fast-path flags of a spec (``PRESET:DEVICE:...:channels_last:cuda_graphs``) -> InferenceEngine keyword
+FAST_FLAGS = {"channels_last": "channels_last", "cuda_graphs": "cuda_graphs", "device_preprocess": "device_preprocess"}
+#: engine-spec flag: stereo by the torch_census backend on the model's device (default SGBM on the host)
+STEREO_FLAG = "torch_census"
+#: shipped trained checkpoints: ``CHECKPOINTS / f"{preset}.pt"``
+CHECKPOINTS = REPO / "l2cocc_ros" / "checkpoints"
 
 # model stages, in forward order: (name, top-level attributes of the segmentor)
 STAGES = (
@@ -217,28 +220,46 @@ def _fast_columns(fast: Dict[str, bool]) -> Dict[str, bool]:
     return {flag: bool(fast.get(kw, False)) for flag, kw in FAST_FLAGS.items()}
 
 
-def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str = "fp32",
+def count_syncs(fn: Callable[[], object]) -> int:
+    """Host-device synchronisations of one call of ``fn`` on CUDA (``torch.cuda.set_sync_debug_mode``)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sum("synchronizing" in str(w.message) for w in caught)
+
+
+def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str = "fp32", stereo: str = "sgbm",
                  **fast: bool) -> Dict[str, object]:
     """Per-stage and end-to-end times of one preset (random weights; timing does not depend on them).
 
-    ``fast``: InferenceEngine fast-path keywords (the values of ``FAST_FLAGS``). Compiled paths are timed end to
-    end only (a per-stage hook would split the compiled graphs) and warm up for two frames (CUDA graphs record
-    on the first calls); the others for one.
+    ``stereo``: the stereo backend (``sgbm`` on the host, ``torch_census`` on the model's device). ``fast``:
+    InferenceEngine fast-path keywords (the values of ``FAST_FLAGS``). CUDA graphs are timed end to end only (a
+    per-stage hook would split the graphs) and warm up for two frames (they record on the first calls); the
+    others for one. On CUDA one more frame counts the host syncs (``syncs_per_frame``).
     """
     import torch
 
     from l2cocc_ros.core.engine import InferenceEngine
     from l2cocc_ros.core.frame import StereoFrame
+    from l2cocc_ros.core.stereo import get_stereo_backend
 
-    engine = InferenceEngine.from_preset(preset, device=device, precision=precision, **fast)
-    compiled = bool(fast.get("compile_model") or fast.get("cuda_graphs"))
+    engine = InferenceEngine.from_preset(preset, device=device, precision=precision,
+                                         stereo_backend=get_stereo_backend(stereo), **fast)
+    compiled = bool(fast.get("cuda_graphs"))
     dev = engine.device
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     left, right, p2, p3, t_velo_cam, pts = _synthetic_frame()
     frame = StereoFrame.from_projections(left, right, p2, p3, t_velo_cam, stamp_ns=0, points=pts)
     records: Dict[str, float] = {}
-    model = getattr(engine.model, "_orig_mod", engine.model)
-    hooks = [] if compiled else _stage_hooks(model, records, sync)
+    hooks = [] if compiled else _stage_hooks(engine.model, records, sync)
     warmup = 2 if compiled else 1
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -253,43 +274,88 @@ def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str
                 samples.setdefault(k, []).append(v)
     for h in hooks:
         h.remove()
-    out = {"preset": preset, "device": str(dev), "precision": precision, **_fast_columns(fast),
+    out = {"preset": preset, "device": str(dev), "precision": precision, "stereo": stereo, **_fast_columns(fast),
            "stages": {k: stats_ms(v) for k, v in samples.items()},
            "cpu_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     if dev.type == "cuda":
         out["gpu_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        out["syncs_per_frame"] = count_syncs(lambda: engine.infer(frame))
     return out
 
 
-def bench_agreement(preset: str, device: str, precision: str, seed: int = 0, **fast: bool) -> Dict[str, object]:
-    """Labels of a fast path (``precision`` + InferenceEngine ``fast`` keywords) vs fp32 eager on the same input
-    (same weights); the fast path's second frame is compared (CUDA graphs record on the first)."""
-    from l2cocc_ros.core.engine import InferenceEngine
+def _synth_frames(n: int = 2):
+    """``n`` different frames (images, calibration, LiDAR) of one synthetic KITTI-like sequence (seed 99)."""
+    from l2cocc_ros.core.data.synth import SynthSequence
     from l2cocc_ros.core.frame import StereoFrame
 
-    left, right, p2, p3, t_velo_cam, pts = _synthetic_frame()
-    frame = StereoFrame.from_projections(left, right, p2, p3, t_velo_cam, stamp_ns=0, points=pts)
-    ref = InferenceEngine.from_preset(preset, device=device, seed=seed).infer(frame).labels
-    engine = InferenceEngine.from_preset(preset, device=device, seed=seed, precision=precision, **fast)
-    for _ in range(2):
-        got = engine.infer(frame).labels
-    inter = np.logical_and(ref > 0, got > 0).sum()
-    union = np.logical_or(ref > 0, got > 0).sum()
-    return {"preset": preset, "device": device, "precision": precision, **_fast_columns(fast),
-            "agreement_pct": float(100.0 * (ref == got).mean()),
-            "occupancy_iou_pct": float(100.0 * inter / max(union, 1))}
+    seq = SynthSequence(99)
+    T_grid_from_cam = np.linalg.inv(np.vstack([seq.calib["Tr"], [0, 0, 0, 1]]))  # cam0 -> velodyne (the grid)
+    frames = []
+    for index in range(0, 15 * n, 15):
+        f = seq.frame(index, voxels=False)
+        frames.append(StereoFrame.from_projections(f.left, f.right, seq.calib["P2"], seq.calib["P3"],
+                                                   T_grid_from_cam, stamp_ns=index * 100_000_000, points=f.points))
+    return frames
+
+
+def _agreement_engines(preset: str, device: str, checkpoint: Optional[str], seed: int):
+    """A factory of engines with the agreement's weights and a description of those weights."""
+    from l2cocc_ros.core.engine import InferenceEngine
+
+    path = Path(checkpoint) if checkpoint else CHECKPOINTS / f"{preset}.pt"
+    if path.is_file():
+        return (lambda **kw: InferenceEngine.from_checkpoint(path, preset, device=device, **kw)), f"trained ({path.name})"
+    if checkpoint:
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+    return (lambda **kw: InferenceEngine.from_preset(preset, device=device, seed=seed, **kw)), \
+        f"random (seed {seed}; no {path.name} shipped)"
+
+
+def bench_agreement(preset: str, device: str, precision: str, seed: int = 0, checkpoint: Optional[str] = None,
+                    frames: int = 2, **fast: bool) -> Dict[str, object]:
+    """Labels of a fast path (``precision`` + InferenceEngine ``fast`` keywords) vs fp32 eager.
+
+    Weights: ``checkpoint``, else the shipped ``l2cocc_ros/checkpoints/<preset>.pt``, else random (said in the
+    result: random weights put many voxels within rounding of a tie, so their agreement understates a path).
+    ``frames`` different synthetic frames are fed alternately, twice over (A, B, A, B), and each output is
+    compared with the fp32 eager labels of its own frame: a path that replays a stale frame (a CUDA graph whose
+    inputs were not updated) fails. ``agreement_pct`` is the worst comparison.
+    """
+    make, weights = _agreement_engines(preset, device, checkpoint, seed)
+    inputs = _synth_frames(frames)
+    ref_engine = make()
+    refs = [ref_engine.infer(f).labels for f in inputs]
+    del ref_engine
+    engine = make(precision=precision, **fast)
+    agree, iou = [], []
+    for i in range(2 * len(inputs)):
+        k = i % len(inputs)
+        got, ref = engine.infer(inputs[k]).labels, refs[k]
+        agree.append(float(100.0 * (ref == got).mean()))
+        union = np.logical_or(ref > 0, got > 0).sum()
+        iou.append(float(100.0 * np.logical_and(ref > 0, got > 0).sum() / max(union, 1)))
+    return {"preset": preset, "device": device, "precision": precision, **_fast_columns(fast), "weights": weights,
+            "frames": len(inputs), "agreement_pct": min(agree), "agreement_per_call": agree,
+            "occupancy_iou_pct": min(iou)}
 
 
 # ---------------------------------------------------------------------------------------------- report
+def child_env() -> Dict[str, str]:
+    """The caller's environment with this checkout first on PYTHONPATH (children run ``python -P``)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
 def _in_subprocess(kind: str, kwargs: Dict[str, object], timeout_s: float) -> Dict[str, object]:
     code = ("import json,sys; from l2cocc_ros.tools import bench; "
             f"print('BENCH_JSON'+json.dumps(bench.bench_{kind}(**json.loads(sys.argv[1]))))")
     proc = subprocess.run([sys.executable, "-P", "-c", code, json.dumps(kwargs)], capture_output=True, text=True,
-                          timeout=timeout_s, cwd=REPO, env=dict(os.environ))
+                          timeout=timeout_s, cwd=REPO, env=child_env())
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_JSON"):
             return json.loads(line[len("BENCH_JSON"):])
-    raise RuntimeError(f"bench_{kind}({kwargs}) failed:\n{proc.stderr[-3000:]}")
+    raise RuntimeError(f"bench_{kind}({kwargs}) failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
 
 
 def _node_table(rows) -> str:
@@ -314,6 +380,9 @@ def _engine_table(results) -> str:
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines.append("| runs | " + " | ".join(str(r["stages"]["total"]["n"]) for r in results) + " |")
     lines.append("| peak CPU RSS [MB] | " + " | ".join(f"{r['cpu_peak_rss_mb']:.0f}" for r in results) + " |")
+    if any("syncs_per_frame" in r for r in results):
+        lines.append("| host syncs per frame | " + " | ".join(
+            str(r["syncs_per_frame"]) if "syncs_per_frame" in r else "-" for r in results) + " |")
     if any("gpu_max_allocated_mb" in r for r in results):
         lines.append("| GPU max allocated [MB] | " + " | ".join(
             f"{r['gpu_max_allocated_mb']:.0f}" if "gpu_max_allocated_mb" in r else "-" for r in results) + " |")
@@ -347,19 +416,21 @@ def _targets_table(node_rows, engine_results, agreement_rows) -> str:
         lines.append(f"| GPU memory <= 2.5 GB | {mem / 1024:.2f} GB | {verdict(mem / 1024, 2.5)} |")
     else:
         lines.append("| full-resolution end to end p50 <= 40 ms, <= 2.5 GB on an H100 | not measured (no GPU in this run) | - |")
-    gpu_agree = [r for r in agreement_rows or [] if str(r["device"]).startswith("cuda")]
+    gpu_agree = [r for r in agreement_rows or [] if str(r["device"]).startswith("cuda")
+                 and str(r.get("weights", "")).startswith("trained")]  # random weights sit on ties
     if gpu_agree:
         worst = min(gpu_agree, key=lambda r: r["agreement_pct"])
         lines.append(f"| fast path voxel agreement >= 99.5 % vs fp32 eager | {worst['agreement_pct']:.3f} % | "
                      f"{verdict(worst['agreement_pct'], 99.5, higher_is_better=True)} |")
     else:
-        lines.append("| fast path voxel agreement >= 99.5 % on GPU | not measured (no GPU in this run) | - |")
+        lines.append("| fast path voxel agreement >= 99.5 % on GPU, trained weights | not measured in this run | - |")
     return "\n".join(lines)
 
 
 def _fast_path(r: Dict[str, object], sep: str = " + ") -> str:
     """The precision and the fast-path flags of a result, e.g. ``bf16 + channels_last``."""
-    return sep.join([str(r["precision"])] + [flag for flag in FAST_FLAGS if r.get(flag)])
+    return sep.join([str(r["precision"])] + [flag for flag in FAST_FLAGS if r.get(flag)]
+                    + ([STEREO_FLAG] if r.get("stereo") == STEREO_FLAG else []))
 
 
 def _path_name(r: Dict[str, object]) -> str:
@@ -367,9 +438,11 @@ def _path_name(r: Dict[str, object]) -> str:
 
 
 def _agreement_table(rows) -> str:
-    lines = ["| preset | device | path | voxels equal [%] | occupancy IoU [%] |", "|---|---|---|---:|---:|"]
+    lines = ["| preset | device | path | weights | frames (A, B, A, B) | voxels equal, worst call [%] | "
+             "occupancy IoU, worst call [%] |", "|---|---|---|---|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['preset']} | {r['device']} | {_fast_path(r)} | {r['agreement_pct']:.3f} | {r['occupancy_iou_pct']:.3f} |")
+        lines.append(f"| {r['preset']} | {r['device']} | {_fast_path(r)} | {r['weights']} | {r['frames']} | "
+                     f"{r['agreement_pct']:.3f} | {r['occupancy_iou_pct']:.3f} |")
     return "\n".join(lines)
 
 
@@ -385,10 +458,16 @@ def _fast_kwargs(flags: Sequence[str]) -> Dict[str, bool]:
     return {kw: flag in flags for flag, kw in FAST_FLAGS.items()}
 
 
-def _split_spec(spec: str) -> List[str]:
-    """Split PRESET:DEVICE:... where DEVICE may itself be ``cuda:N``."""
+def _split_spec(spec: str, with_runs: bool) -> List[str]:
+    """Split PRESET:DEVICE:... where DEVICE may be ``cuda:N``.
+
+    In an engine spec (``with_runs``) the number after ``cuda`` is RUNS unless another number follows it:
+    ``preset:cuda:20`` is 20 runs on cuda, ``preset:cuda:1:20`` 20 runs on cuda:1. In an agreement spec (no RUNS)
+    a number after ``cuda`` is always the device index.
+    """
     parts = spec.split(":")
-    if len(parts) > 2 and parts[1] == "cuda" and parts[2].isdigit():
+    if len(parts) > 2 and parts[1] == "cuda" and parts[2].isdigit() and (
+            not with_runs or (len(parts) > 3 and parts[3].isdigit())):
         parts[1:3] = [f"cuda:{parts[2]}"]
     return parts
 
@@ -400,7 +479,7 @@ def _spec_kwargs(spec: str, *, with_runs: bool) -> Dict[str, object]:
     Raises:
         ValueError: a malformed spec, an unknown flag, or flags that cannot run together or on the device.
     """
-    parts = _split_spec(spec)
+    parts = _split_spec(spec, with_runs)
     if len(parts) < 3:
         raise ValueError(f"{spec!r}: expected PRESET:DEVICE:{'RUNS' if with_runs else 'PRECISION'}[:...]")
     preset, device, *rest = parts
@@ -410,12 +489,18 @@ def _spec_kwargs(spec: str, *, with_runs: bool) -> Dict[str, object]:
         if not runs.isdigit() or int(runs) < 1:
             raise ValueError(f"{spec!r}: RUNS must be a positive integer, got {runs!r}")
         kw["runs"] = int(runs)
-    kw["precision"] = rest.pop(0) if rest and (not with_runs or rest[0] not in FAST_FLAGS) else "fp32"
+    from l2cocc_ros.core.engine import PRECISIONS, check_fast_path
+
+    if with_runs and STEREO_FLAG in rest:  # the stereo backend on the model's device
+        rest.remove(STEREO_FLAG)
+        kw["stereo"] = STEREO_FLAG
+    kw["precision"] = rest.pop(0) if rest and (not with_runs or rest[0] in PRECISIONS) else "fp32"
+    if kw["precision"] not in PRECISIONS:
+        raise ValueError(f"{spec!r}: precision must be one of {sorted(PRECISIONS)}, got {kw['precision']!r}")
     fast = _fast_kwargs(rest)
-    from l2cocc_ros.core.engine import check_fast_path
 
     try:
-        check_fast_path(device.split(":")[0], compile_model=fast["compile_model"], cuda_graphs=fast["cuda_graphs"])
+        check_fast_path(device.split(":")[0], cuda_graphs=fast["cuda_graphs"])
     except ValueError as exc:
         raise ValueError(f"{spec!r}: {exc}") from None
     return {**kw, **fast}
@@ -428,10 +513,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         choices=["node", "engine", "agreement"], help="what to measure")
     parser.add_argument("--node-runs", type=int, default=50, help="repetitions of each node step")
     parser.add_argument("--engine", nargs="+", default=["tiny_l2cocc_c:cpu:10", "semantickitti_l2cocc_c:cpu:2"],
-                        metavar="PRESET:DEVICE:RUNS[:PRECISION][:channels_last][:compile|:cuda_graphs][:device_preprocess]",
+                        metavar="PRESET:DEVICE:RUNS[:PRECISION][:channels_last][:cuda_graphs][:device_preprocess][:torch_census]",
                         help="engine configurations (DEVICE: cpu, cuda or cuda:N)")
     parser.add_argument("--agreement", nargs="+", default=["tiny_l2cocc_c:cpu:fp32:channels_last"],
-                        metavar="PRESET:DEVICE:PRECISION[:channels_last][:compile|:cuda_graphs][:device_preprocess]",
+                        metavar="PRESET:DEVICE:PRECISION[:channels_last][:cuda_graphs][:device_preprocess]",
                         help="fast paths to compare")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md", help="markdown report")
     parser.add_argument("--timeout", type=float, default=3600, help="per configuration [s]")
@@ -448,10 +533,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         """One configuration; a failure is reported and the others still run."""
         try:
             return _in_subprocess(kind, kw, args.timeout)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            last = str(exc).strip().splitlines()[-1]
-            print(f"{spec}: FAILED: {last}", file=sys.stderr, flush=True)
-            failed.append(f"- `{spec}` ({kind}): {last}")
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:  # the whole error: the cause is rarely last
+            print(f"{spec}: FAILED: {exc}", file=sys.stderr, flush=True)
+            failed.append(f"- `{spec}` ({kind}):\n\n```\n{str(exc).strip()}\n```")
             return None
 
     info = machine_info()

@@ -245,6 +245,5 @@ def test_static_shape_stages_trace_as_whole_graphs_and_keep_the_labels():
 def test_cuda_graphs_option_is_refused_where_it_cannot_work():
     with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
         InferenceEngine.from_preset("tiny_l2cocc_c", device="cpu", cuda_graphs=True)
-    if torch.cuda.is_available():
-        with pytest.raises(ValueError, match="exclude each other"):
-            InferenceEngine.from_preset("tiny_l2cocc_c", device="cuda", cuda_graphs=True, compile_model=True)
+    with pytest.raises(TypeError, match="compile_model"):  # removed: whole-model torch.compile was a trap
+        InferenceEngine.from_preset("tiny_l2cocc_c", device="cpu", compile_model=True)

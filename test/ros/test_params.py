@@ -68,7 +68,7 @@ def test_yaml_files_satisfy_their_schema(file, path):
 
 def test_defaults_only_for_optional_parameters():
     optional = {p.name for p in PARAMS if p.default is not REQUIRED}
-    assert optional == ({"variant", "preset", "allow_random_weights", "markers.alpha", "fast.channels_last", "fast.compile",
+    assert optional == ({"variant", "preset", "allow_random_weights", "markers.alpha", "fast.channels_last",
                          "fast.cuda_graphs", "fast.device_preprocess"}
                         | set(declared_names("common")))
 

@@ -27,8 +27,8 @@ def test_tables():
                                "bytes": 2097300}, {"step": "image", "voxels": "-", "p50": 1, "p95": 1, "n": 1}])
     assert node.splitlines()[-2] == "| grid message | 100000 | 2097300 | 1.23 | 2.00 | 50 |"
     assert node.splitlines()[-1] == "| image | - | - | 1.00 | 1.00 | 1 |"
-    assert bench._split_spec("semantickitti_l2cocc_c:cuda:0:5:bf16") == ["semantickitti_l2cocc_c", "cuda:0", "5", "bf16"]
-    assert bench._split_spec("tiny_l2cocc_c:cpu:3") == ["tiny_l2cocc_c", "cpu", "3"]
+    assert bench._split_spec("semantickitti_l2cocc_c:cuda:0:5:bf16", True) == ["semantickitti_l2cocc_c", "cuda:0", "5", "bf16"]
+    assert bench._split_spec("tiny_l2cocc_c:cpu:3", True) == ["tiny_l2cocc_c", "cpu", "3"]
     with pytest.raises(ValueError, match="runs"):
         bench.stats_ms([])
 
@@ -47,10 +47,11 @@ def test_tables():
     assert "| GPU max allocated [MB] | - | 2048 |" in lines
 
     agree = bench._agreement_table([{"preset": "p", "device": "cuda", "precision": "bf16", "channels_last": True,
-                                     "compile": True, "agreement_pct": 99.91234, "occupancy_iou_pct": 98.5}])
-    assert agree.splitlines()[-1] == "| p | cuda | bf16 + channels_last + compile | 99.912 | 98.500 |"
-    assert bench._fast_kwargs(["device_preprocess"]) == {"channels_last": False, "compile_model": False,
-                                                         "cuda_graphs": False, "device_preprocess": True}
+                                     "cuda_graphs": True, "weights": "trained (x.pt)", "frames": 2,
+                                     "agreement_pct": 99.91234, "occupancy_iou_pct": 98.5}])
+    assert agree.splitlines()[-1] == "| p | cuda | bf16 + channels_last + cuda_graphs | trained (x.pt) | 2 | 99.912 | 98.500 |"
+    assert bench._fast_kwargs(["device_preprocess"]) == {"channels_last": False, "cuda_graphs": False,
+                                                         "device_preprocess": True}
     with pytest.raises(ValueError, match="unknown fast-path flag"):
         bench._fast_kwargs(["channel_last"])
 
@@ -67,12 +68,34 @@ def test_bench_engine_tiny_every_stage():
     assert res["cpu_peak_rss_mb"] > 100 and res["device"] == "cpu" and "gpu_max_allocated_mb" not in res
 
 
-def test_bench_agreement_tiny():
-    res = bench.bench_agreement("tiny_l2cocc_c", "cpu", "fp32", channels_last=True, device_preprocess=True)
+def test_bench_agreement_tiny_alternates_two_frames_with_trained_weights():
+    res = bench.bench_agreement("tiny_l2cocc_l", "cpu", "fp32", channels_last=True)
+    assert res["weights"] == "trained (tiny_l2cocc_l.pt)" and res["frames"] == 2
+    assert len(res["agreement_per_call"]) == 4  # A, B, A, B, each against its own fp32 labels
+    assert res["agreement_pct"] == min(res["agreement_per_call"]) >= 99.5  # only the conv memory layout differs
     assert 0.0 <= res["occupancy_iou_pct"] <= 100.0
-    assert 95.0 <= res["agreement_pct"] <= 100.0  # same weights and input; only the conv memory layout differs
-    assert res["channels_last"] is True and res["compile"] is False and res["cuda_graphs"] is False
-    assert np.isfinite(res["agreement_pct"])
+    assert res["channels_last"] is True and res["cuda_graphs"] is False
+
+
+def test_bench_agreement_sees_a_path_that_replays_a_stale_frame(monkeypatch):
+    """A fast path that returns the previous frame's labels (a CUDA graph fed stale inputs) is caught."""
+    real = bench._agreement_engines
+
+    def engines(*args, **kwargs):
+        make, weights = real(*args, **kwargs)
+
+        def make_stale(**kw):
+            engine = make(**kw)
+            if kw:  # the fast path: every call answers with the previous call's result
+                infer, seen = engine.infer, []
+                engine.infer = lambda frame: (seen.append(infer(frame)), seen[max(len(seen) - 2, 0)])[1]
+            return engine
+
+        return make_stale, weights
+
+    monkeypatch.setattr(bench, "_agreement_engines", engines)
+    res = bench.bench_agreement("tiny_l2cocc_l", "cpu", "fp32", channels_last=True)
+    assert res["agreement_pct"] < 99.0, res["agreement_per_call"]
 
 
 def test_targets_table_verdicts():
@@ -88,7 +111,9 @@ def test_targets_table_verdicts():
     assert "not measured (no GPU in this run)" in lines[4]
     gpu = [{"preset": "semantickitti_l2cocc_c", "device": "cuda", "precision": "bf16",
             "stages": {"total": {"p50": 80.0}}, "gpu_max_allocated_mb": 2048.0}]
-    lines = bench._targets_table(None, gpu, [{"device": "cuda:0", "agreement_pct": 99.0}]).splitlines()
+    lines = bench._targets_table(None, gpu, [{"device": "cuda:0", "agreement_pct": 99.0, "weights": "trained (x.pt)"},
+                                             {"device": "cuda:0", "agreement_pct": 90.0, "weights": "random"}]
+                                 ).splitlines()
     assert lines[2].endswith("| missed by 2.0x |") and lines[3].endswith("| met |")
     assert lines[4].endswith("| missed by 0.50 points |")
 
@@ -96,15 +121,23 @@ def test_targets_table_verdicts():
 def test_specs_are_checked_before_anything_runs():
     assert bench._spec_kwargs("semantickitti_l2cocc_c:cuda:0:20:bf16:channels_last:cuda_graphs", with_runs=True) == {
         "preset": "semantickitti_l2cocc_c", "device": "cuda:0", "runs": 20, "precision": "bf16",
-        "channels_last": True, "compile_model": False, "cuda_graphs": True, "device_preprocess": False}
+        "channels_last": True, "cuda_graphs": True, "device_preprocess": False}
+    # the README's form: a number right after cuda is RUNS in an engine spec, the device index in an agreement one
+    assert bench._spec_kwargs("semantickitti_l2cocc_c:cuda:20", with_runs=True)["device"] == "cuda"
+    assert bench._spec_kwargs("semantickitti_l2cocc_c:cuda:20", with_runs=True)["runs"] == 20
+    assert bench._spec_kwargs("x:cuda:1:fp16", with_runs=False)["device"] == "cuda:1"
+    assert bench._spec_kwargs("x:cuda:5:torch_census:bf16", with_runs=True)["stereo"] == "torch_census"
     assert bench._spec_kwargs("tiny_l2cocc_c:cpu:3:channels_last", with_runs=True)["precision"] == "fp32"
     assert bench._spec_kwargs("tiny_l2cocc_c:cpu:fp32", with_runs=False)["precision"] == "fp32"
     for spec, phrase in (("tiny_l2cocc_c:cpu:3:cuda_graphs", "needs a CUDA device"),
-                         ("tiny_l2cocc_c:cuda:0:3:compile:cuda_graphs", "exclude each other"),
+                         ("tiny_l2cocc_c:cuda:0:3:compile", "unknown fast-path flag"),
+                         ("tiny_l2cocc_c:cpu:3:fp8", "unknown fast-path flag"),
                          ("tiny_l2cocc_c:cpu:x", "RUNS must be a positive integer"),
                          ("tiny_l2cocc_c:cpu", "expected PRESET:DEVICE")):
         with pytest.raises(ValueError, match=phrase):
             bench._spec_kwargs(spec, with_runs=True)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        bench._spec_kwargs("tiny_l2cocc_c:cpu:fp8", with_runs=False)
 
 
 def test_a_failing_configuration_is_reported_and_the_others_kept(tmp_path, capsys):
