@@ -175,7 +175,8 @@ def bench_node(runs: int = 50, voxel_counts: Sequence[int] = (20_000, 100_000, 2
 
 # ---------------------------------------------------------------------------------------------- engine
 def _synthetic_frame(width: int = 1241, height: int = 376, seed: int = 0):
-    """A textured stereo pair with a known disparity field (SGBM finds it) and KITTI seq-00 calibration."""
+    """A textured stereo pair with a known disparity field (SGBM finds it) and KITTI seq-00 calibration (scaled to
+    the image size)."""
     rng = np.random.default_rng(seed)
     import cv2
 
@@ -184,8 +185,10 @@ def _synthetic_frame(width: int = 1241, height: int = 376, seed: int = 0):
     left = np.ascontiguousarray(tex[:, 100:100 + width])
     right = np.ascontiguousarray(tex[:, 130:130 + width])  # 30 px disparity everywhere
     p2 = np.array([[718.856, 0, 607.1928, 45.38225], [0, 718.856, 185.2157, -0.1130887], [0, 0, 1, 0.003779761]])
+    p2[0] *= width / 1241
+    p2[1] *= height / 376
     p3 = p2.copy()
-    p3[0, 3] = p2[0, 3] - 718.856 * 0.54
+    p3[0, 3] = p2[0, 3] - p2[0, 0] * 0.54
     t_velo_cam = np.array([[0, 0, 1, 0.27], [-1, 0, 0, 0.0], [0, -1, 0, -0.08], [0, 0, 0, 1.0]])
     pts = np.column_stack([rng.uniform(0, 50, 20000), rng.uniform(-25, 25, 20000), rng.uniform(-2, 3, 20000),
                            rng.uniform(0, 1, 20000)]).astype(np.float32)
@@ -237,10 +240,11 @@ def count_syncs(fn: Callable[[], object]) -> int:
 
 
 def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str = "fp32", stereo: str = "sgbm",
-                 **fast: bool) -> Dict[str, object]:
+                 width: int = 1241, height: int = 376, **fast: bool) -> Dict[str, object]:
     """Per-stage and end-to-end times of one preset (random weights; timing does not depend on them).
 
-    ``stereo``: the stereo backend (``sgbm`` on the host, ``torch_census`` on the model's device). ``fast``:
+    ``stereo``: the stereo backend (``sgbm`` on the host, ``torch_census`` on the model's device); ``width`` x
+    ``height``: the synthetic stereo pair (KITTI's size by default). ``fast``:
     InferenceEngine fast-path keywords (the values of ``FAST_FLAGS``). CUDA graphs are timed end to end only (a
     per-stage hook would split the graphs) and warm up for two frames (they record on the first calls); the
     others for one. On CUDA one more frame counts the host syncs (``syncs_per_frame``).
@@ -253,10 +257,11 @@ def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str
 
     engine = InferenceEngine.from_preset(preset, device=device, precision=precision,
                                          stereo_backend=get_stereo_backend(stereo), **fast)
-    compiled = bool(fast.get("cuda_graphs"))
+    # compiled stages (CUDA graphs, or a capture with another backend) are timed end to end: a hook would split them
+    compiled = any(getattr(m, "_compiled_call_impl", None) is not None for m in engine.model.modules())
     dev = engine.device
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    left, right, p2, p3, t_velo_cam, pts = _synthetic_frame()
+    left, right, p2, p3, t_velo_cam, pts = _synthetic_frame(width, height)
     frame = StereoFrame.from_projections(left, right, p2, p3, t_velo_cam, stamp_ns=0, points=pts)
     records: Dict[str, float] = {}
     hooks = [] if compiled else _stage_hooks(engine.model, records, sync)
