@@ -240,14 +240,14 @@ def count_syncs(fn: Callable[[], object]) -> int:
 
 
 def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str = "fp32", stereo: str = "sgbm",
-                 width: int = 1241, height: int = 376, **fast: bool) -> Dict[str, object]:
+                 width: int = 1241, height: int = 376, warmup: Optional[int] = None, **fast: bool) -> Dict[str, object]:
     """Per-stage and end-to-end times of one preset (random weights; timing does not depend on them).
 
     ``stereo``: the stereo backend (``sgbm`` on the host, ``torch_census`` on the model's device); ``width`` x
     ``height``: the synthetic stereo pair (KITTI's size by default). ``fast``:
     InferenceEngine fast-path keywords (the values of ``FAST_FLAGS``). CUDA graphs are timed end to end only (a
     per-stage hook would split the graphs) and warm up for two frames (they record on the first calls); the
-    others for one. On CUDA one more frame counts the host syncs (``syncs_per_frame``).
+    others for one (``warmup`` overrides). On CUDA one more frame counts the host syncs (``syncs_per_frame``).
     """
     import torch
 
@@ -265,7 +265,7 @@ def bench_engine(preset: str, device: str = "cpu", runs: int = 5, precision: str
     frame = StereoFrame.from_projections(left, right, p2, p3, t_velo_cam, stamp_ns=0, points=pts)
     records: Dict[str, float] = {}
     hooks = [] if compiled else _stage_hooks(engine.model, records, sync)
-    warmup = 2 if compiled else 1
+    warmup = (2 if compiled else 1) if warmup is None else warmup
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     samples: Dict[str, List[float]] = {}

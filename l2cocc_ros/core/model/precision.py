@@ -17,15 +17,14 @@ One mechanism for -C, -D and -L; nothing else in the model casts for precision's
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch.utils._pytree import tree_map
 
-__all__ = ["full_precision", "autocast_active", "autocast_disabled", "LOW_PRECISION"]
+__all__ = ["full_precision", "autocast_active", "LOW_PRECISION"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,23 +34,13 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-#: device types whose autocast the policy switches off
+#: device types whose autocast state :func:`autocast_active` reads
 AUTOCAST_DEVICES = ("cuda", "cpu")
 
 
 def autocast_active() -> bool:
     """True while autocast is on for any device type."""
     return any(torch.is_autocast_enabled(d) for d in AUTOCAST_DEVICES)
-
-
-@contextlib.contextmanager
-def autocast_disabled() -> Iterator[None]:
-    """Switch off autocast for every device type on which it is on now (no-op when none is)."""
-    with contextlib.ExitStack() as stack:
-        for device_type in AUTOCAST_DEVICES:
-            if torch.is_autocast_enabled(device_type):
-                stack.enter_context(torch.autocast(device_type, enabled=False))
-        yield
 
 
 def _to_fp32(value: Any) -> Any:
@@ -69,7 +58,9 @@ def full_precision(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with autocast_disabled():
-            return fn(*tree_map(_to_fp32, args), **tree_map(_to_fp32, kwargs))
+        args, kwargs = tree_map(_to_fp32, args), tree_map(_to_fp32, kwargs)
+        # plain autocast contexts (no ExitStack): torch.compile traces them inside a whole-graph stage
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
