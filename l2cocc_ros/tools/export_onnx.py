@@ -198,11 +198,17 @@ def _batch_norm_symbolic(g, x, weight, bias, mean, var, training, momentum, eps,
                 momentum_f=1.0 - float(sh._maybe_get_const(momentum, "f")))
 
 
+def _inverse_ex_symbolic(g, x, check_errors):
+    """``linalg.inv_ex`` (the geometry's inverse without a host sync): the closed form, and ``info`` = 0."""
+    return _inverse_symbolic(g, x), g.op("Constant", value_t=torch.tensor(0, dtype=torch.int32))
+
+
 def _iand_symbolic(g, x, y):
     return g.op("And", x, y)
 
 
-_SYMBOLICS = {"aten::linalg_inv": _inverse_symbolic, "aten::index_add": _index_add_symbolic,
+_SYMBOLICS = {"aten::linalg_inv": _inverse_symbolic, "aten::linalg_inv_ex": _inverse_ex_symbolic,
+              "aten::index_add": _index_add_symbolic,
               "aten::batch_norm": _batch_norm_symbolic, "aten::__iand_": _iand_symbolic}
 
 

@@ -48,7 +48,7 @@ class _OccupancyTrunk(nn.Module):
     #: attributes of the blocks whose tensor shapes depend on the config only (never on the data), in forward
     #: order: each traces as one graph with static shapes (``torch.compile(fullgraph=True, dynamic=False)``),
     #: so it can be recorded once as a CUDA graph and replayed. The blocks in between select points or
-    #: voxels with data-dependent ``nonzero`` (LiDAR tokenizer; LSS splat, voxel proposal, EVT) and run eagerly.
+    #: voxels with data-dependent ``nonzero`` (LiDAR tokenizer; LSS splat, EVT) and run eagerly.
     static_shape_stages = ("voxel_backbone", "voxel_neck", "tpv_generator", "tpv_aggregator", "pts_bbox_head")
 
     def _trunk(self, volume: Tensor) -> Dict[str, Any]:

@@ -119,10 +119,12 @@ class ViewTransformerLSS(nn.Module):
         out = ctx_flat.new_zeros(X * Y * Z, C)
         hw = fH * fW
         # one nonzero (one host sync on CUDA) for all points, then bounded pieces of chunk_bins * hw kept points
-        # in the same ascending order, so the sums equal a per-depth-chunk split to the last bit on a CPU
+        # in the same ascending order, so the sums equal a per-depth-chunk split to the last bit on a CPU. The loop
+        # covers the most points there can be (a fixed count: traced or exported, no data-dependent trip count);
+        # the pieces past the kept points are empty
         sel_all = kept.nonzero().squeeze(1)
         piece = self.chunk_bins * hw
-        for i0 in range(0, sel_all.numel(), piece):
+        for i0 in range(0, kept.numel(), piece):
             sel = sel_all[i0:i0 + piece]
             w = prob_flat.reshape(-1)[sel]  # (M,)
             src = ctx_flat[sel % hw] * w.unsqueeze(1)  # (M, C)
