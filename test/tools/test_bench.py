@@ -1,6 +1,8 @@
 """l2cocc bench: statistics, the markdown tables, and the engine / agreement measurements on the tiny preset."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,15 @@ def test_a_failing_configuration_is_reported_and_the_others_kept(tmp_path, capsy
     text = out.read_text()
     assert rc == 1 and "## Failed configurations" in text and "`no_such_preset:cpu:fp32`" in text
     assert "| tiny_l2cocc_c | cpu | fp32 + channels_last |" in text  # the one that worked is in the report
+
+
+def test_children_import_this_checkout_without_the_callers_pythonpath(monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    env = bench.child_env()
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(bench.REPO)
+    out = subprocess.run([sys.executable, "-P", "-c", "import l2cocc_ros, os; print(os.path.dirname(l2cocc_ros.__file__))"],
+                         capture_output=True, text=True, cwd="/", env=env, check=True).stdout.strip()
+    assert out == str(bench.REPO / "l2cocc_ros")
