@@ -25,11 +25,12 @@ from rclpy.node import Node
 from std_msgs.msg import Float64
 from visualization_msgs.msg import MarkerArray
 
+from l2cocc_ros.core.checkpoint import SHIPPED_CAMERA_CHECKPOINT
 from l2cocc_ros.core.classes import class_table
 from l2cocc_ros.core.engine import InferenceEngine
 from l2cocc_ros.core.stereo import get_stereo_backend
 from l2cocc_ros.msg import SemanticVoxelGrid
-from l2cocc_ros.ros.diagnostics import NodeStatus
+from l2cocc_ros.ros.diagnostics import NodeStatus, clip_text
 from l2cocc_ros.ros.grid_msg import grid_to_msg
 from l2cocc_ros.ros.frame import InputRejected, SyncedInputs, frame_from_inputs, input_topics
 from l2cocc_ros.ros.markers import MarkerEncoder, MarkerOptions
@@ -43,9 +44,15 @@ __all__ = ["L2COccNode", "main", "NODE_NAME"]
 logger = logging.getLogger(__name__)
 
 NODE_NAME = "l2cocc_node"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+"""The shipped parameter files (source tree; ``l2cocc node`` without ``--params-file`` uses them)."""
+_SHIPPED_PARAM_FILES: List[str] = []  # set by main() when it added the shipped files (named in the first log line)
 
-USAGE = """usage: l2cocc_node --ros-args --params-file config/l2cocc_node.param.yaml \\
-           --params-file config/common.param.yaml -p checkpoint:=MODEL.ckpt [-r __ns:=/NS] [-r ~/input/...:=TOPIC]
+USAGE = """usage: l2cocc_node [--ros-args [--params-file config/l2cocc_node.param.yaml \\
+           --params-file config/common.param.yaml] [-p checkpoint:=MODEL.pt] [-r __ns:=/NS] [-r ~/input/...:=TOPIC]]
+
+Without --params-file the shipped parameter files are used; without checkpoint the shipped camera model.
+Variant and preset come from the checkpoint (set them only for the authors' .ckpt files).
 
 Semantic scene completion (L2COcc) from a synchronized stereo pair (+ LiDAR for variant l).
 Inputs:  ~/input/{left,right}/image, ~/input/{left,right}/camera_info, ~/input/pointcloud (variant l), TF
@@ -74,6 +81,11 @@ class L2COccNode(Node):
         self.config: NodeConfig = read_parameters(self)
         cfg = self.config
         # 2. engine
+        shipped = " and ".join(_SHIPPED_PARAM_FILES)
+        self.get_logger().info(
+            f"model: {cfg.checkpoint or 'random weights'} (variant {cfg.variant}, preset {cfg.preset}"
+            f"{', the shipped camera model' if cfg.checkpoint == str(SHIPPED_CAMERA_CHECKPOINT) else ''})"
+            f"{'; parameters: the shipped files ' + shipped if shipped else ''}")
         self.engine = self._build_engine(cfg)
         self.table = class_table(self.engine.cfg.dataset)
         self.status = NodeStatus(cfg.diagnostics)
@@ -89,9 +101,10 @@ class L2COccNode(Node):
         self.markers = MarkerEncoder(self.engine.cfg.grid, self.table, MarkerOptions(
             crop_min=cfg.markers_crop_min, crop_max=cfg.markers_crop_max, downsample=cfg.markers_downsample,
             alpha=cfg.markers_alpha))
+        topics = input_topics(with_cloud=self.engine.needs_points)
         self.sync, self._subscriptions_sync = make_synchronizer(
-            self, input_topics(with_cloud=self.engine.needs_points), cfg.sync_queue_size, cfg.sync_slop_s,
-            self._on_synchronized)
+            self, topics, cfg.sync_queue_size, cfg.sync_slop_s, self._on_synchronized,
+            on_lost=lambda name, n: self.status.samples_lost(topics[name][1].removeprefix("~/input/"), n))
         # 5. worker and timers
         self._cond = threading.Condition()
         self._slot: Optional[SyncedInputs] = None
@@ -148,7 +161,7 @@ class L2COccNode(Node):
 
     def _reject(self, kind: str, reason: str) -> None:
         if self.status.rejected_input(kind, reason):
-            self.get_logger().warning(f"rejected input ({kind}): {reason} [throttled]")
+            self.get_logger().warning(f"rejected input ({kind}): {clip_text(reason)} [throttled]")
 
     # ------------------------------------------------------------------------------------- the frame
     def _process(self, msgs: SyncedInputs) -> None:
@@ -230,6 +243,7 @@ class L2COccNode(Node):
     # ------------------------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         extra = {f"timing.{k}_ms": round(v, 2) for k, v in self.last_timings_ms.items()}
+        extra["tf.ignored"] = self.tf.ignored
         if self.sync is not None:
             s = self.sync.stats
             extra.update({"sync.dropped_overflow": s.dropped_overflow, "sync.dropped_stale": s.dropped_stale,
@@ -261,6 +275,13 @@ def main(args: Optional[List[str]] = None) -> int:
         sys.stdout.write(USAGE)
         return 0
     logging.basicConfig(level=logging.INFO)
+    if "--params-file" not in argv:
+        files = [str(CONFIG_DIR / "l2cocc_node.param.yaml"), str(CONFIG_DIR / "common.param.yaml")]
+        if "--ros-args" not in argv:
+            argv.append("--ros-args")
+        at = argv.index("--ros-args") + 1
+        argv[at:at] = ["--params-file", files[0], "--params-file", files[1]]
+        _SHIPPED_PARAM_FILES[:] = files
     rclpy.init(args=argv)
     node = None
     try:

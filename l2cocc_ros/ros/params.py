@@ -70,12 +70,14 @@ class ParamSpec:
 _S = ParamSpec
 PARAMS: Tuple[ParamSpec, ...] = (
     _S("grid_frame", "string", "TF frame of the output grid (the LiDAR frame of the SemanticKITTI grid)"),
-    _S("variant", "string", "model variant: c (camera), d (distilled camera), l (LiDAR)", choices=("c", "d", "l")),
-    _S("preset", "string", "model preset the checkpoint was trained with, e.g. semantickitti_l2cocc_d"),
+    _S("variant", "string", "model variant: c (camera), d (distilled camera), l (LiDAR); empty: the one the "
+       "checkpoint records (needed only for the authors' .ckpt files)", default="", choices=("", "c", "d", "l")),
+    _S("preset", "string", "model preset, e.g. semantickitti_l2cocc_d; empty: the one the checkpoint records "
+       "(needed only for the authors' .ckpt files and random weights)", default=""),
     _S("checkpoint", "string",
-       "path of the model weights (l2cocc_ros checkpoint); empty only with allow_random_weights"),
-    _S("allow_random_weights", "bool", "run a randomly initialised model when checkpoint is empty (tests only)",
-       default=False),
+       "path of the model weights; empty: the shipped camera model (random weights with allow_random_weights)"),
+    _S("allow_random_weights", "bool", "run a randomly initialised model of preset when checkpoint is empty "
+       "(tests only)", default=False),
     _S("device", "string", "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N"),
     _S("precision", "string", "autocast precision on CUDA (CPU always runs fp32)", choices=("fp32", "fp16", "bf16")),
     _S("fast.channels_last", "bool", "channels-last conv weights (faster on GPUs with tensor cores)", default=False),
@@ -208,8 +210,7 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         problems += _check_consistency(v)
     if problems:
         raise ValueError("invalid l2cocc_node parameters:\n  " + "\n  ".join(problems))
-    if v["checkpoint"] and not os.path.isfile(v["checkpoint"]):
-        raise FileNotFoundError(f"checkpoint: file not found: {v['checkpoint']}")
+    v["variant"], v["preset"] = _model_identity(v)
     fallback = None
     if v["tf.use_fallback"]:
         from l2cocc_ros.core.transforms import make_transform
@@ -261,19 +262,42 @@ def _check_stereo(v: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def _check_consistency(v: Dict[str, Any]) -> List[str]:
+def _model_identity(v: Dict[str, Any]) -> Tuple[str, str]:
+    """(variant, preset) of the model to run; an empty ``checkpoint`` becomes the shipped camera model.
+
+    Raises:
+        FileNotFoundError: the checkpoint file does not exist.
+        ValueError: a configured variant / preset that contradicts the checkpoint (both named), or none where
+            the file records none.
+    """
+    from l2cocc_ros.core.checkpoint import SHIPPED_CAMERA_CHECKPOINT, model_identity
     from l2cocc_ros.core.config import get_preset
+
+    if not v["checkpoint"] and not v["allow_random_weights"]:
+        v["checkpoint"] = str(SHIPPED_CAMERA_CHECKPOINT)
+    if v["checkpoint"]:
+        if not os.path.isfile(v["checkpoint"]):
+            raise FileNotFoundError(f"checkpoint: file not found: {v['checkpoint']}")
+        try:
+            return model_identity(v["checkpoint"], v["variant"], v["preset"])
+        except ValueError as exc:
+            raise ValueError(f"invalid l2cocc_node parameters:\n  checkpoint: {exc}") from None
+    problem = "preset: empty; random weights (allow_random_weights) need the preset to build"
+    if v["preset"]:
+        try:
+            pv = get_preset(v["preset"]).model.variant
+            if not v["variant"] or pv == v["variant"]:
+                return pv, v["preset"]
+            problem = f"preset: {v['preset']!r} is variant {pv!r}, but variant is {v['variant']!r}"
+        except ValueError as exc:
+            problem = f"preset: {exc}"
+    raise ValueError("invalid l2cocc_node parameters:\n  " + problem)
+
+
+def _check_consistency(v: Dict[str, Any]) -> List[str]:
     from l2cocc_ros.core.engine import resolve_device
 
     out = []
-    try:
-        pv = get_preset(v["preset"]).model.variant
-        if pv != v["variant"]:
-            out.append(f"preset: {v['preset']!r} is variant {pv!r}, but variant is {v['variant']!r}")
-    except ValueError as exc:
-        out.append(f"preset: {exc}")
-    if not v["checkpoint"] and not v["allow_random_weights"]:
-        out.append("checkpoint: empty; give the weights file (or set allow_random_weights: true for tests)")
     try:
         resolve_device(v["device"])
     except ValueError as exc:

@@ -151,6 +151,7 @@ def make_synchronizer(
     callback: Callable[[Dict[str, Any]], Any],
     *,
     callback_group=None,
+    on_lost: Optional[Callable[[str, int], None]] = None,
 ) -> Tuple[Optional[ApproximateTimeSynchronizer], list]:
     """Subscribe to ``inputs`` and call ``callback(named)`` with approximately synchronized sets.
 
@@ -161,23 +162,34 @@ def make_synchronizer(
         slop: largest stamp spread within a set [s].
         callback: receives one set as ``{input name: message}`` (never by position).
         callback_group: group of the subscriptions (ours only).
+        on_lost: ``on_lost(input_name, count)`` when the middleware reports ``count`` samples of an input lost
+            before they reached us (the subscription's message_lost event, where the RMW supports it).
 
     Returns:
         (our synchronizer, or None when message_filters is used, the list of subscriptions/filters).
     """
+    from rclpy.event_handler import SubscriptionEventCallbacks
+
     names = list(inputs)
 
     def emit(*msgs) -> None:
         callback(dict(zip(names, msgs)))
 
+    def events(name: str) -> Optional[SubscriptionEventCallbacks]:
+        if on_lost is None:
+            return None
+        return SubscriptionEventCallbacks(message_lost=lambda info: on_lost(name, int(info.total_count_change)))
+
     if _message_filters is not None:  # pragma: no cover - depends on the machine
-        subs = [_message_filters.Subscriber(node, t, topic, qos_profile=qos) for t, topic, qos in inputs.values()]
+        subs = [_message_filters.Subscriber(node, t, topic, qos_profile=qos, event_callbacks=events(name))
+                for name, (t, topic, qos) in inputs.items()]
         sync = _message_filters.ApproximateTimeSynchronizer(subs, queue_size, slop)
         sync.registerCallback(emit)
         return None, subs + [sync]
     sync = ApproximateTimeSynchronizer(len(names), queue_size, slop, emit)
     subs = [
-        node.create_subscription(t, topic, (lambda m, i=i: sync.add(i, m)), qos, callback_group=callback_group)
-        for i, (t, topic, qos) in enumerate(inputs.values())
+        node.create_subscription(t, topic, (lambda m, i=i: sync.add(i, m)), qos, callback_group=callback_group,
+                                 event_callbacks=events(name))
+        for i, (name, (t, topic, qos)) in enumerate(inputs.items())
     ]
     return sync, subs

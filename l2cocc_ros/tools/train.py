@@ -11,6 +11,9 @@ Examples::
     l2cocc train ... --out runs/tiny_c --resume        # continue from runs/tiny_c/checkpoints/last.ckpt
     l2cocc train ... --init-from runs/tiny_c/best.pt --out runs/tiny_c2   # new schedule from trained weights
 
+Every file the samples read is checked before the first step (``l2cocc check-data``); a bad one ends the
+run with one line naming it and exit code 1.
+
 Writes ``OUT/checkpoints/{best-*,last}.ckpt`` (Lightning, for --resume), ``OUT/best.pt`` / ``OUT/last.pt``
 (our checkpoint format, for ``l2cocc eval``, the engine and the node), ``OUT/config.yaml`` and TensorBoard
 logs in ``OUT/tb``.
@@ -135,6 +138,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"l2cocc train: error: {exc}", file=sys.stderr)
         return 2
+    from l2cocc_ros.core.data.check import check_dataset
+
+    problems = check_dataset(train_set) + (check_dataset(val_set) if val_set is not None else [])
+    if problems:  # before the first step, not at frame 9,000
+        more = f" (and {len(problems) - 1} more; 'l2cocc check-data' lists them)" if len(problems) > 1 else ""
+        print(f"l2cocc train: error: bad dataset file {problems[0]}{more}", file=sys.stderr)
+        return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
@@ -149,6 +159,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FileNotFoundError, CheckpointError) as exc:
         print(f"l2cocc train: error: {exc}", file=sys.stderr)
         return 2
+    except (ValueError, OSError) as exc:  # a file that passed the check but fails to read (a data-loader worker
+        # re-raises it with the worker's traceback in the text: its last line is the reader's message)
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        print(f"l2cocc train: error: {lines[-1] if lines else type(exc).__name__}", file=sys.stderr)
+        return 1
     scores = getattr(system, "last_val_scores", None)
     if trainer.is_global_zero:
         summary = f"finished at step {trainer.global_step}"

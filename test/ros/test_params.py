@@ -68,7 +68,7 @@ def test_yaml_files_satisfy_their_schema(file, path):
 
 def test_defaults_only_for_optional_parameters():
     optional = {p.name for p in PARAMS if p.default is not REQUIRED}
-    assert optional == ({"allow_random_weights", "markers.alpha", "fast.channels_last", "fast.compile",
+    assert optional == ({"variant", "preset", "allow_random_weights", "markers.alpha", "fast.channels_last", "fast.compile",
                          "fast.cuda_graphs", "fast.device_preprocess"}
                         | set(declared_names("common")))
 
@@ -77,7 +77,7 @@ def test_defaults_only_for_optional_parameters():
     (dict(variant="x"), "variant: 'x' is not one of"),
     (dict(preset="tiny_l2cocc_d"), "preset: 'tiny_l2cocc_d' is variant 'd', but variant is 'c'"),
     (dict(preset="nope"), "unknown config preset 'nope'"),
-    (dict(allow_random_weights=False), "checkpoint: empty"),
+    (dict(preset=""), "preset: empty; random weights"),
     (dict(stereo__num_disparities=20), "multiple of 16"),
     (dict(stereo__backend="psmnet"), "unknown stereo backend 'psmnet'"),
     (dict(stereo__backend="msnet3d"), "stereo.weights: empty, but stereo.backend msnet3d needs its weights file; "
@@ -142,10 +142,10 @@ def test_main_exits_with_2_on_invalid_parameters(tmp_path):
 
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="OFF")
     proc = subprocess.run([sys.executable, "-P", "-m", "l2cocc_ros.ros.node", "--ros-args", "--params-file",
-                           str(NODE_YAML), "--params-file", str(COMMON_YAML)],
+                           str(NODE_YAML), "--params-file", str(COMMON_YAML), "-p", "sync.queue_size:=0"],
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
-    assert "checkpoint: empty" in proc.stderr
+    assert "sync.queue_size" in proc.stderr
 
 
 def test_help_lists_topics_and_param_files(capsys):
