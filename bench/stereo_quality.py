@@ -92,7 +92,8 @@ def occupancy(checkpoint: str, config: Optional[str], bench: Path, work: Path, f
     width, height = manifest["image_size"]
     ids = split["frame_ids"][:frames_per_world]
     census = get_stereo_backend("torch_census")
-    roots = {"true depth": work / "depth_true", "sgbm": work / "depth_sgbm", "torch_census": work / "depth_torch_census"}
+    roots = {"true depth": work / "depth_true", "sgbm": work / "depth_sgbm",
+             "torch_census": work / "depth_torch_census"}
     for seq in split["sequences"]:
         synth = SynthSequence(split["seeds"][seq], SynthConfig(width=width, height=height))
         fx, baseline = synth.calib["P2"][0, 0], synth.config.baseline
@@ -104,8 +105,8 @@ def occupancy(checkpoint: str, config: Optional[str], bench: Path, work: Path, f
                 kitti_io.write_npy(paths["sgbm"], np.load(bench / "stereo" / "sequences" / seq / f"{fid}.npy"))
             if not paths["torch_census"].is_file():
                 img = bench / "data" / "sequences" / seq
-                depth = census.compute(read_rgb(img / "image_2" / f"{fid}.png"), read_rgb(img / "image_3" / f"{fid}.png"),
-                                       fx, baseline)
+                left, right = (read_rgb(img / cam / f"{fid}.png") for cam in ("image_2", "image_3"))
+                depth = census.compute(left, right, fx, baseline)
                 kitti_io.write_npy(paths["torch_census"], depth)
         print(f"  depth maps of sequence {seq} ready", file=sys.stderr)
     model, exp = load_model(checkpoint, config)
