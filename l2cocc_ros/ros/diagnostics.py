@@ -23,7 +23,8 @@ __all__ = ["NodeStatus", "REJECTION_KINDS", "LogThrottle", "clip_text", "MAX_TEX
 _log = logging.getLogger(__name__)
 
 #: every kind of rejected input the node reports
-REJECTION_KINDS = ("encoding", "size_mismatch", "camera_info", "pointcloud", "stamp_jump_back", "tf", "inference")
+REJECTION_KINDS = ("encoding", "size_mismatch", "image_size", "camera_info", "pointcloud", "stamp", "stamp_jump_back",
+                   "tf", "inference")
 
 #: the longest free text (a rejection reason, a TF detail, one diagnostic value) the node logs or publishes:
 #: with ~40 key-values a /diagnostics message stays far below 64 KB and a log line below 4 KB

@@ -36,7 +36,7 @@ from l2cocc_ros.ros.frame import InputRejected, SyncedInputs, frame_from_inputs,
 from l2cocc_ros.ros.markers import MarkerEncoder, MarkerOptions
 from l2cocc_ros.ros.params import NodeConfig, declare_parameters, read_parameters
 from l2cocc_ros.ros.qos import OUTPUT_QOS
-from l2cocc_ros.ros.sync import make_synchronizer
+from l2cocc_ros.ros.sync import make_synchronizer, stamp_to_ns
 from l2cocc_ros.ros.tf import TfLookup, TransformUnavailable
 
 __all__ = ["L2COccNode", "main", "NODE_NAME"]
@@ -47,6 +47,9 @@ NODE_NAME = "l2cocc_node"
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 """The shipped parameter files (source tree; ``l2cocc node`` without ``--params-file`` uses them)."""
 _SHIPPED_PARAM_FILES: List[str] = []  # set by main() when it added the shipped files (named in the first log line)
+
+#: how far ahead of the node's clock a stamp may lie [s] (clocks of two machines can differ; years cannot)
+MAX_STAMP_AHEAD_S = 3600.0
 
 USAGE = """usage: l2cocc_node [--ros-args [--params-file config/l2cocc_node.param.yaml \\
            --params-file config/common.param.yaml] [-p checkpoint:=MODEL.pt] [-r __ns:=/NS] [-r ~/input/...:=TOPIC]]
@@ -110,6 +113,11 @@ class L2COccNode(Node):
         self._slot: Optional[SyncedInputs] = None
         self._stopping = False
         self._last_stamp_ns: Optional[int] = None
+        self._noted: set = set()
+        # stereo matching needs images wider than its disparity range (OpenCV fails on narrower ones)
+        stereo = self.engine.stereo
+        nd, ds = int(getattr(stereo, "num_disparities", 0)), int(getattr(stereo, "downscale", 1))
+        self._min_width = ds * (-(-nd // ds) + 1) if nd else 2
         self._last_marker_t = -np.inf
         self._last_publish_t: Optional[float] = None
         self.last_timings_ms: dict = {}
@@ -167,7 +175,9 @@ class L2COccNode(Node):
     def _process(self, msgs: SyncedInputs) -> None:
         """One synchronized set: the frame (validated when built), its stamp, the engine, the outputs."""
         t0 = time.perf_counter()
-        frame = frame_from_inputs(msgs, self._lookup, cameras=self.engine.needs_cameras)
+        self._check_stamp_plausible(msgs.stamp)  # before TF: stamp 0 would look up the latest transform
+        frame = frame_from_inputs(msgs, self._lookup, cameras=self.engine.needs_cameras, min_width=self._min_width,
+                                  grid=self.engine.cfg.grid, note=self._note_once)
         self._accept_stamp(frame.stamp_ns)  # after validation: a rejected set never moves the last stamp
         t_convert = time.perf_counter()
         result = self.engine.infer(frame)
@@ -185,6 +195,28 @@ class L2COccNode(Node):
         self._last_publish_t = t_end
         self.status.frame_published(processing_ms, latency_ms)
         self.get_logger().debug("timings [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in self.last_timings_ms.items()))
+
+    def _check_stamp_plausible(self, stamp) -> None:
+        """Refuse stamps no sensor gives: unset (0), negative, nanoseconds past a second, or far ahead of this
+        node's clock (a garbage stamp accepted there would reset the node and publish a grid stamped with it)."""
+        if not 0 <= stamp.nanosec < 1_000_000_000:
+            raise InputRejected("stamp", f"stamp nanosec {stamp.nanosec} is not in [0, 1e9): a malformed stamp")
+        stamp_ns = stamp_to_ns(stamp)
+        if stamp_ns == 0:
+            raise InputRejected("stamp", "stamp is 0 (unset): the driver did not stamp the image")
+        if stamp_ns < 0:
+            raise InputRejected("stamp", f"stamp {stamp_ns * 1e-9:.3f} s is negative (before 1970): not a capture time")
+        now_ns = self.get_clock().now().nanoseconds
+        ahead = (stamp_ns - now_ns) * 1e-9
+        if now_ns > 0 and ahead > MAX_STAMP_AHEAD_S:  # (a sim clock that has not started yet reads 0)
+            raise InputRejected("stamp", f"stamp {stamp_ns * 1e-9:.3f} s is {ahead:.0f} s ahead of this node's clock "
+                                f"(more than {MAX_STAMP_AHEAD_S:.0f} s): a wrong clock or a garbage stamp")
+
+    def _note_once(self, key: str, text: str) -> None:
+        """Input that is used but is not what ROS specifies: one warning per kind for the node's life."""
+        if key not in self._noted:
+            self._noted.add(key)
+            self.get_logger().warning(clip_text(text) + " [once]")
 
     def _reset_if_time_looped(self, stamp_ns: int) -> bool:
         """A stamp more than ``stamp_reset_s`` before the last frame's (a bag loop): forget the sync queues,
