@@ -105,7 +105,7 @@ def bench_node(runs: int = 50, voxel_counts: Sequence[int] = (20_000, 100_000, 2
     from builtin_interfaces.msg import Time
     from visualization_msgs.msg import MarkerArray
 
-    from l2cocc_ros.core.camera import build_camera_inputs
+    from l2cocc_ros.core.preprocess import build_camera_inputs
     from l2cocc_ros.core.classes import semantic_kitti
     from l2cocc_ros.core.grid import SEMANTIC_KITTI_GRID
     from l2cocc_ros.msg import SemanticVoxelGrid

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from l2cocc_ros.core.camera import build_camera_inputs
 from l2cocc_ros.core.config import ModelConfig, get_preset
+from l2cocc_ros.core.preprocess import build_camera_inputs
 
 __all__ = ["INPUT_NAMES", "KITTI_P2", "KITTI_TR", "CameraExportWrapper", "example_inputs", "onnx_symbolics",
            "export_camera_model", "check_onnx", "main"]
