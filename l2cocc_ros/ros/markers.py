@@ -27,7 +27,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from visualization_msgs.msg import Marker, MarkerArray
 
 from l2cocc_ros.core.classes import EMPTY, IGNORE, ClassTable
-from l2cocc_ros.core.grid import GridSpec
+from l2cocc_ros.core.grid import SEMANTIC_KITTI_GRID, GridSpec
 
 __all__ = [
     "MarkerOptions",
@@ -60,8 +60,8 @@ class MarkerOptions:
         alpha: cube opacity in [0, 1].
     """
 
-    crop_min: Tuple[float, float, float] = (0.0, -25.6, -2.0)
-    crop_max: Tuple[float, float, float] = (51.2, 25.6, 4.4)
+    crop_min: Tuple[float, float, float] = SEMANTIC_KITTI_GRID.lower
+    crop_max: Tuple[float, float, float] = SEMANTIC_KITTI_GRID.upper
     downsample: int = 1
     alpha: float = 1.0
 

@@ -183,8 +183,7 @@ class L2COccNode(Node):
         self.get_logger().warning(f"time jumped back by {jump:.3f} s: resetting (sync queues, TF history)")
         self.status.resets += 1
         self.tf.clear_dynamic()
-        if self.sync is not None:
-            self.sync.reset()
+        self.sync.reset()
         self._last_stamp_ns = None
         return True
 
@@ -230,10 +229,9 @@ class L2COccNode(Node):
     # ------------------------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         extra = {f"timing.{k}_ms": round(v, 2) for k, v in self.last_timings_ms.items()}
-        if self.sync is not None:
-            s = self.sync.stats
-            extra.update({"sync.dropped_overflow": s.dropped_overflow, "sync.dropped_stale": s.dropped_stale,
-                          "sync.emitted": s.emitted})
+        s = self.sync.stats
+        extra.update({"sync.dropped_overflow": s.dropped_overflow, "sync.dropped_stale": s.dropped_stale,
+                      "sync.emitted": s.emitted})
         self.diag_pub.publish(self.status.to_msg(self.get_clock().now().to_msg(), f"{self.get_name()}: perception",
                                                  self.get_fully_qualified_name(), extra))
 

@@ -16,6 +16,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from l2cocc_ros.core.stamps import stamp_to_ns
 from l2cocc_ros.core.transforms import make_transform, quaternion_from_matrix
 
 __all__ = [
@@ -138,8 +139,8 @@ class TransformBuffer:
 
     def set_transform_msg(self, ts, *, static: bool) -> None:
         """Store a geometry_msgs/TransformStamped."""
-        stamp = int(ts.header.stamp.sec) * 1_000_000_000 + int(ts.header.stamp.nanosec)
-        self.set_transform(ts.header.frame_id, ts.child_frame_id, stamp, matrix_from_transform_msg(ts.transform),
+        self.set_transform(ts.header.frame_id, ts.child_frame_id, stamp_to_ns(ts.header.stamp),
+                           matrix_from_transform_msg(ts.transform),
                            static=static)
 
     def clear_dynamic(self) -> None:

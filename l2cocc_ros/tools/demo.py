@@ -50,16 +50,18 @@ def _ensure_dataset(root: Path, frames: int, seed: int, width: int, height: int)
 
 
 def _ensure_bag(root: Path, bag: Path, rewrite: bool) -> None:
-    from l2cocc_ros.tools.kitti2bag import convert_sequence
-
+    """``l2cocc kitti2bag`` of the sequence (as its own process, like the other tools of the demo)."""
     if bag.exists() and not rewrite:
         return
     if bag.exists():
         import shutil
 
         shutil.rmtree(bag)
-    summary = convert_sequence(root, "08", bag)
-    print(f"[demo] wrote bag {bag} ({len(summary.frames)} frames)", flush=True)
+    proc = subprocess.run(_python("l2cocc_ros.tools.kitti2bag", "-d", str(root), "-s", "08", "-o", str(bag)),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"l2cocc kitti2bag failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    print(f"[demo] {proc.stdout.strip().splitlines()[-1]}", flush=True)
 
 
 def _checkpoint_meta(checkpoint: Path) -> Dict[str, str]:
@@ -86,7 +88,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, rate: float = 0.1,
              width: int = 1241, height: int = 376, renders: int = 2, timeout_s: float = 600.0) -> Dict[str, object]:
     """Run the demo; returns the scorer's summary plus drop counts. Raises RuntimeError with the log tail."""
-    from l2cocc_ros.tools.kitti2bag import BagNames
+    from l2cocc_ros.core.data.bag_layout import BagNames
 
     out.mkdir(parents=True, exist_ok=True)
     if not checkpoint.is_file():
@@ -153,8 +155,8 @@ def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, 
 
 def _render(data: Path, pred: Path, out: Path, summary: Dict[str, object], count: int) -> List[str]:
     from l2cocc_ros.core.classes import semantic_kitti
-    from l2cocc_ros.tools.evaluate import load_ground_truth, read_prediction
-    from l2cocc_ros.tools.render import render_grid
+    from l2cocc_ros.core.data.predictions import load_ground_truth, read_prediction
+    from l2cocc_ros.tools.rendering import render_grid
 
     table = semantic_kitti()
     files = sorted((pred / "sequences" / "08" / "predictions").glob("*.label"))

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from l2cocc_ros.core.stamps import ns_to_tuple
+
 __all__ = ["BagError", "ReplayStats", "open_bag", "message_class", "replay", "main"]
 
 logger = logging.getLogger(__name__)
@@ -166,7 +168,7 @@ def _play(reader, connections, publishers, clock_pub, rate, node, serialize_mess
                 from rosgraph_msgs.msg import Clock
 
                 msg = Clock()
-                msg.clock.sec, msg.clock.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+                msg.clock.sec, msg.clock.nanosec = ns_to_tuple(stamp_ns)
                 clock_pub.publish(serialize_message(msg))
             publishers[connection.topic].publish(bytes(raw))
             published[connection.topic] = published.get(connection.topic, 0) + 1

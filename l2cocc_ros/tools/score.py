@@ -27,9 +27,10 @@ import numpy as np
 
 from l2cocc_ros.core.classes import ClassTable, semantic_kitti
 from l2cocc_ros.core.data import kitti_io
+from l2cocc_ros.core.data.bag_layout import DEFAULT_START_S, BagNames, frame_stamp_ns
+from l2cocc_ros.core.data.predictions import load_ground_truth, write_prediction
 from l2cocc_ros.core.metrics import SSCMetrics
-from l2cocc_ros.tools.evaluate import load_ground_truth, write_prediction
-from l2cocc_ros.tools.kitti2bag import DEFAULT_START_S, BagNames, frame_stamp_ns
+from l2cocc_ros.core.stamps import stamp_to_ns
 
 __all__ = ["FrameScore", "Scorer", "cdr_header_stamp_ns", "main"]
 
@@ -42,7 +43,7 @@ def cdr_header_stamp_ns(raw: bytes) -> int:
         raise ValueError(f"message of {len(raw)} bytes is too short to hold a header")
     endian = "<" if raw[1] == 1 else ">"
     sec, nsec = struct.unpack_from(endian + "iI", raw, 4)
-    return sec * 1_000_000_000 + nsec
+    return stamp_to_ns((sec, nsec))
 
 
 @dataclass
@@ -160,7 +161,7 @@ def run_live(scorer: Scorer, grid_topic: str, image_topic: str, *, expected_fram
     def on_grid(raw: bytes) -> None:
         now = time.monotonic()
         grid = msg_to_grid(deserialize_message(raw, SemanticVoxelGrid))
-        stamp = grid.stamp[0] * 1_000_000_000 + grid.stamp[1]
+        stamp = stamp_to_ns(grid.stamp)
         last["t"], last["first"] = now, last["first"] or now
         score = scorer.add(grid.labels, stamp, now)
         if echo and score is not None:

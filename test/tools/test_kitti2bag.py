@@ -7,7 +7,8 @@ import pytest
 
 from l2cocc_ros.core.data import kitti_io
 from l2cocc_ros.core.transforms import invert_transform, make_transform
-from l2cocc_ros.tools.kitti2bag import BagNames, convert_sequence, main, stereo_rig
+from l2cocc_ros.core.data.bag_layout import BagNames
+from l2cocc_ros.tools.kitti2bag import convert_sequence, main, stereo_rig
 
 P2 = np.array([[718.856, 0, 607.1928, 45.38225], [0, 718.856, 185.2157, -0.1130887], [0, 0, 1, 0.003779761]])
 P3 = np.array([[718.856, 0, 607.1928, -337.2877], [0, 718.856, 185.2157, 2.369057], [0, 0, 1, 0.004915215]])

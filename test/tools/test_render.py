@@ -8,8 +8,8 @@ from PIL import Image
 from l2cocc_ros.core.classes import semantic_kitti
 from l2cocc_ros.core.data.kitti_io import write_npy, write_voxel_bits, write_voxel_labels
 from l2cocc_ros.tools import cli
-from l2cocc_ros.tools.render import (BACKGROUND, UNKNOWN_RGB, bev_image, grid_title, load_labels,
-                                     perspective_image, render_grid)
+from l2cocc_ros.tools.rendering import (BACKGROUND, UNKNOWN_RGB, bev_image, grid_title, load_labels,
+                                        perspective_image, render_grid)
 
 TABLE = semantic_kitti()
 CAR, ROAD, BUILDING, VEGETATION, POLE, PERSON = 1, 9, 13, 15, 18, 6

@@ -5,7 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from l2cocc_ros.tools.kitti2bag import BagNames, convert_sequence
+from l2cocc_ros.core.data.bag_layout import BagNames
+from l2cocc_ros.tools.kitti2bag import convert_sequence
 from l2cocc_ros.tools.replay import BagError, main, open_bag, replay
 
 from test_kitti2bag import make_sequence  # noqa: E402  (same folder)
