@@ -1,4 +1,4 @@
-"""``l2cocc preprocess``: the label and stereo-depth files the datasets read (digest §3.5, §7).
+"""``l2cocc preprocess``: the label and stereo-depth files the datasets read (docs/model.md §3.5, §7).
 
 * ``l2cocc preprocess labels --dataset ROOT --out LABELS [--sequences 00 01 ...]`` writes
   ``LABELS/<seq>/<id>_1_1.npy`` (256x256x32 uint8, 255 = ignore) and ``<id>_1_2.npy`` (128x128x16, LMSCNet
@@ -159,7 +159,7 @@ def preprocess_stereo(dataset: Path, out: Path, sequences: Optional[Sequence[str
         all_frames: every left image instead of the voxel frames.
         focal_baseline: use this f·b [px·m] instead of the calibration's (the original's MobileStereoNet
             maps used 388.1823 for SK 00-02 and 13-21, 389.6304 for 03, 381.8293 for 04-12, 331.532557 for
-            KITTI-360; digest §3.5).
+            KITTI-360; docs/model.md §3.5).
         overwrite: recompute existing outputs.
         progress: show a progress bar.
     """

@@ -1,4 +1,4 @@
-"""Image/depth preprocessing and camera bookkeeping (digest §1.3, §3.1)."""
+"""Image/depth preprocessing and camera bookkeeping (docs/model.md §1.3, §3.1)."""
 import numpy as np
 import pytest
 import torch
@@ -155,7 +155,7 @@ def test_color_jitter_and_mlp_input():
     assert 0.3 - 1e-6 <= float(b[0, 0, 0]) <= 0.7 + 1e-6 and torch.allclose(b, b[0, 0, 0].expand_as(b))
     rc = cam.ResizeCrop.from_sizes((376, 1241), (384, 1280))
     inputs = cam.camera_geometry(P2, rc, T_velo_to_cam=TR).as_tensors()
-    m = get_mlp_input(inputs["rot"], inputs["tran"], inputs["intrin"], inputs["post_rot"], inputs["post_tran"], inputs["bda"])
+    m = get_mlp_input(*(inputs[k] for k in ("rot", "tran", "intrin", "post_rot", "post_tran", "bda")))
     assert m.shape == (1, 1, 33)
     v = m[0, 0].numpy()
     np.testing.assert_allclose(v[:7], [P2[0, 0], P2[1, 1], P2[0, 2], P2[1, 2], P2[0, 3], P2[1, 3], P2[2, 3]], rtol=1e-5)

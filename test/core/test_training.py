@@ -154,7 +154,7 @@ def test_distill_system_loads_the_teacher_and_freezes_it(tmp_path):
     assert not any(id(p) in in_opt for p in system.model.teacher.parameters())
     student = [p for n, p in system.model.named_parameters() if not n.startswith("teacher.") and p.requires_grad]
     assert len(student) > 100 and all(id(p) in in_opt for p in student)
-    # the original's teacher runs in train mode (PL 1.7 called model.train() on everything, digest §2.4)
+    # the original's teacher runs in train mode (PL 1.7 called model.train() on everything, docs/model.md §2.4)
     system.model.eval()
     system.on_train_start()
     assert system.model.training and system.model.teacher.training

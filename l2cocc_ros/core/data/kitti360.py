@@ -1,4 +1,4 @@
-"""SSCBench-KITTI-360 scene-completion dataset (digest §2.5, §7.2).
+"""SSCBench-KITTI-360 scene-completion dataset (docs/model.md §2.5, §7.2).
 
 Layout read::
 

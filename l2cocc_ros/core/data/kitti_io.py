@@ -1,4 +1,4 @@
-"""Readers and writers of the SemanticKITTI file formats (digest §7.1).
+"""Readers and writers of the SemanticKITTI file formats (docs/model.md §7.1).
 
 Every reader checks that the file exists and has the size its format implies, and raises an error that
 names the file: ``FileNotFoundError`` when it is missing, ``ValueError`` when it is truncated, has the

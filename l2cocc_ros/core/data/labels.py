@@ -1,4 +1,4 @@
-"""Scene-completion label preprocessing (digest §7.1): raw voxel labels -> training targets.
+"""Scene-completion label preprocessing (docs/model.md §7.1): raw voxel labels -> training targets.
 
 * 1:1 target: raw ``.label`` ids through the learning map of :mod:`l2cocc_ros.core.classes` (raw ids that
   map to 0, other than raw 0 itself, become 255), then voxels whose ``.invalid`` bit is set become 255.

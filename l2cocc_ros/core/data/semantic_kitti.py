@@ -1,4 +1,4 @@
-"""SemanticKITTI scene-completion dataset (digest §7.1, §7.3).
+"""SemanticKITTI scene-completion dataset (docs/model.md §7.1, §7.3).
 
 Layout read::
 

@@ -1,7 +1,7 @@
 """Geometry depth network of L2COcc: mono depth/context net fused with a stereo depth volume.
 
 Paper: L2COcc, arXiv 2503.12369, Fig. 2 (image branch; inherited from CGFormer, arXiv 2405.13675);
-digest §3.4. Names follow the authors' ``GeometryDepth_Net`` (StudyingFuFu/L2COcc,
+docs/model.md §3.4. Names follow the authors' ``GeometryDepth_Net`` (StudyingFuFu/L2COcc,
 ``core/models/img_view_transformer``) so released checkpoints load by key:
 
 * ``depth_net``: BEVDepth-style DepthNet with camera-aware SE; depth head = 3 BasicBlocks + ASPP +
@@ -200,7 +200,7 @@ class ASPP(nn.Module):
 
 
 class MonoDepthNet(nn.Module):
-    """Mono depth + context net with camera-aware SE (digest §3.4 "Mono branch").
+    """Mono depth + context net with camera-aware SE (docs/model.md §3.4 "Mono branch").
 
     Args:
         in_channels: neck channels (640).
@@ -331,7 +331,7 @@ class ChannelAttention3D(nn.Module):
 
 
 class DepthAggregation(nn.Module):
-    """Mono/stereo fusion into depth logits over a (2, D, h, w) volume (digest §3.4 "Fusion").
+    """Mono/stereo fusion into depth logits over a (2, D, h, w) volume (docs/model.md §3.4 "Fusion").
 
     Args:
         depth_bins: D (channels of the attention).

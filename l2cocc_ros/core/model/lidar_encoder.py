@@ -1,4 +1,4 @@
-"""LiDAR teacher encoder (``LidarEncoder``, digest §3.12): per-point MLP + scatter-max into a dense grid."""
+"""LiDAR teacher encoder (``LidarEncoder``, docs/model.md §3.12): per-point MLP + scatter-max into a dense grid."""
 from __future__ import annotations
 
 import logging

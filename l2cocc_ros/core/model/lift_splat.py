@@ -1,4 +1,4 @@
-"""LSS view transformer (``ViewTransformerLSS``, digest §3.6): lift ``P ⊗ context`` and sum-pool into voxels.
+"""LSS view transformer (``ViewTransformerLSS``, docs/model.md §3.6): lift ``P ⊗ context`` and sum-pool into voxels.
 
 Plain PyTorch replacement of BEVFusion's ``bev_pool``: the lifted features are built one chunk of depth bins
 at a time and scattered with ``index_add``, so the (C, D*H*W) lifted tensor is never materialised whole.

@@ -1,4 +1,4 @@
-"""Occupancy head (``OccHead``, digest §3.11): conv3³ -> GN -> ReLU -> conv1³ -> trilinear upsampling."""
+"""Occupancy head (``OccHead``, docs/model.md §3.11): conv3³ -> GN -> ReLU -> conv1³ -> trilinear upsampling."""
 from __future__ import annotations
 
 import logging

@@ -7,7 +7,7 @@
   attends to a K x K key window whose start is clamped inward at the borders (never padded),
   plus a relative-position bias indexed by ``(key - query) + K - 1``.
 
-Both are written from the semantics in the L2COcc digest (§3.4, §11) and the authors' repository
+Both are written from the semantics in the docs/model.md (§3.4, §11) and the authors' repository
 (StudyingFuFu/L2COcc, ``core/models/img_view_transformer``); autograd supplies the backward pass.
 """
 from __future__ import annotations

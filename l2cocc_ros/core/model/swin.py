@@ -1,4 +1,4 @@
-"""Swin-T shared by the three TPV planes (digest §3.10), mmseg/mmdet key layout.
+"""Swin-T shared by the three TPV planes (docs/model.md §3.10), mmseg/mmdet key layout.
 
 Differences from ImageNet Swin-T that the original has and we keep: a stride-1 kernel-4 ``patch_embed_lidar``
 with right/bottom ("corner") padding of 3, zero padding of each block's map to multiples of the window

@@ -1,4 +1,4 @@
-"""TPV branch (digest §3.10): weighted pooling to three planes, shared Swin, 2-D FPN, 4-way aggregation."""
+"""TPV branch (docs/model.md §3.10): weighted pooling to three planes, shared Swin, 2-D FPN, 4-way aggregation."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,4 @@
-"""3D backbone and necks: ``CustomResNet3D`` and ``GeneralizedLSSFPN`` (2-D or 3-D), digest §3.9 / §3.10.
+"""3D backbone and necks: ``CustomResNet3D`` and ``GeneralizedLSSFPN`` (2-D or 3-D), docs/model.md §3.9 / §3.10.
 
 ``ConvNormAct`` mirrors mmcv's ConvModule (conv -> norm -> act, keys ``conv`` and ``bn``/``gn``) including its
 initialisation (Kaiming normal, fan_out; norm weight 1, bias 0).

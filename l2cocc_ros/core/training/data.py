@@ -12,7 +12,7 @@ A dataset sample (see ``core/data/semantic_kitti.py``) is a dict with
 :func:`collate_single` turns a list of one such sample into the model's batch-1 layout: every tensor gets
 a leading batch dimension except ``points``, which the model takes as (P, 4). Samples that already carry
 the batch dimension (``img`` of 5 dims) are passed through unchanged. The original trains with batch 1
-per GPU only (digest §12.1); DDP gives the global batch.
+per GPU only (docs/model.md §12.1); DDP gives the global batch.
 """
 from __future__ import annotations
 
