@@ -1,6 +1,6 @@
 """Replay a KITTI bag (``l2cocc kitti2bag``) into l2cocc_node on simulated time, with RViz.
 
-    ros2 launch l2cocc_ros kitti_replay.launch.py bag:=seq08.mcap checkpoint:=/path/l2cocc_d.ckpt
+    ros2 launch l2cocc_ros kitti_replay.launch.py bag:=seq08.mcap checkpoint:=/path/model.pt
 
 The player is ``l2cocc replay BAG --clock``: it publishes /clock and the bag's topics (raw CDR, /tf_static
 latched) once the node subscribes to the left image. The node runs with use_sim_time, so its
@@ -17,8 +17,10 @@ def generate_launch_description():
     share = FindPackageShare("l2cocc_ros")
     arguments = [
         DeclareLaunchArgument("bag", description="rosbag2 directory or .mcap written by l2cocc kitti2bag"),
-        DeclareLaunchArgument("checkpoint", description="l2cocc_ros checkpoint file of the model weights"),
-        DeclareLaunchArgument("variant", default_value="d", choices=["c", "d", "l"]),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="model weights; empty: the shipped camera model"),
+        DeclareLaunchArgument("variant", default_value="", choices=["", "c", "d", "l"],
+                              description="empty: as the checkpoint records"),
         DeclareLaunchArgument("rate", default_value="1.0", description="playback speed factor"),
         DeclareLaunchArgument("rviz", default_value="true"),
     ]

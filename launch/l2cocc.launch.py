@@ -1,9 +1,12 @@
 """Launch l2cocc_node (and optionally RViz with the shipped view).
 
-Only a few arguments (style rule 19): the checkpoint, the model variant and dataset (they name the preset),
+Only a few arguments (style rule 19): the checkpoint (its variant and preset come from the file; the authors'
+.ckpt files record neither: give preset, and variant if you like),
 the two param files, the input topic remaps and RViz. Everything else comes from the param files.
 
-    ros2 launch l2cocc_ros l2cocc.launch.py checkpoint:=/path/l2cocc_d.ckpt variant:=d rviz:=true
+    ros2 launch l2cocc_ros l2cocc.launch.py rviz:=true             # the shipped camera model
+    ros2 launch l2cocc_ros l2cocc.launch.py checkpoint:=/path/model.pt   # variant and preset from the file
+    ros2 launch l2cocc_ros l2cocc.launch.py checkpoint:=/path/authors.ckpt preset:=semantickitti_l2cocc_d
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -16,11 +19,12 @@ from launch_ros.substitutions import FindPackageShare
 def generate_launch_description():
     share = FindPackageShare("l2cocc_ros")
     arguments = [
-        DeclareLaunchArgument("checkpoint", description="l2cocc_ros checkpoint file of the model weights"),
-        DeclareLaunchArgument("variant", default_value="d", choices=["c", "d", "l"],
-                              description="model variant (l needs the point cloud)"),
-        DeclareLaunchArgument("dataset", default_value="semantickitti", choices=["semantickitti", "kitti360"],
-                              description="dataset the checkpoint was trained on (preset <dataset>_l2cocc_<variant>)"),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="model weights; empty: the shipped camera model"),
+        DeclareLaunchArgument("variant", default_value="", choices=["", "c", "d", "l"],
+                              description="empty: as the checkpoint records (l needs the point cloud)"),
+        DeclareLaunchArgument("preset", default_value="",
+                              description="empty: as the checkpoint records; needed for the authors' .ckpt files"),
         DeclareLaunchArgument("node_param_file",
                               default_value=PathJoinSubstitution([share, "config", "l2cocc_node.param.yaml"]),
                               description="runtime parameters of the node"),
@@ -46,7 +50,7 @@ def generate_launch_description():
             {
                 "checkpoint": LaunchConfiguration("checkpoint"),
                 "variant": LaunchConfiguration("variant"),
-                "preset": [LaunchConfiguration("dataset"), "_l2cocc_", LaunchConfiguration("variant")],
+                "preset": LaunchConfiguration("preset"),
                 "use_sim_time": LaunchConfiguration("use_sim_time"),
             },
         ],

@@ -29,7 +29,8 @@ from l2cocc_ros.core.config import ExperimentConfig, ModelConfig, from_dict, to_
 __all__ = [
     "FORMAT", "CONVERT_HINT", "CheckpointError", "CheckpointMismatchError", "LoadReport", "LoadedCheckpoint",
     "save_checkpoint", "load_checkpoint", "load_released", "read_state_dict", "compare_state_dict",
-    "state_dict_sha256", "DERIVED_TENSORS", "is_derived_key", "load_model",
+    "state_dict_sha256", "DERIVED_TENSORS", "is_derived_key", "load_model", "variant_of_keys", "model_identity",
+    "SHIPPED_CAMERA_CHECKPOINT", "SHIPPED_LIDAR_CHECKPOINT",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,12 @@ CONVERT_HINT = (
     "named above; for the authors' Lightning files e.g. pytorch_lightning / mmcv)."
 )
 PathLike = Union[str, Path]
+
+_SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
+SHIPPED_CAMERA_CHECKPOINT = _SHIPPED / "micro_l2cocc_c.pt"
+"""The camera model shipped with the package (stereo -> grid): the node's and the demo's default."""
+SHIPPED_LIDAR_CHECKPOINT = _SHIPPED / "tiny_l2cocc_l.pt"
+"""The small LiDAR teacher shipped with the package (``l2cocc demo --variant l``)."""
 
 
 class CheckpointError(ValueError):
@@ -67,6 +74,7 @@ class LoadReport:
         wrong_shape: (key, checkpoint shape, model shape).
         dropped: checkpoint keys removed on purpose before loading (e.g. ``teacher.*`` for a -C model).
         num_params: trainable parameter count of the model.
+        file_variant, model_variant: "c", "l" or "d" as the keys show (:func:`variant_of_keys`), None if unclear.
     """
 
     missing: List[str] = field(default_factory=list)
@@ -74,6 +82,8 @@ class LoadReport:
     wrong_shape: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
     dropped: List[str] = field(default_factory=list)
     num_params: int = 0
+    file_variant: Optional[str] = None
+    model_variant: Optional[str] = None
 
     @property
     def ok(self) -> bool:
@@ -82,6 +92,9 @@ class LoadReport:
     def format(self, examples: int = 3) -> str:
         """A short human report grouped by top-level prefix (counts + a few example keys)."""
         lines = []
+        if not self.ok and self.file_variant and self.model_variant and self.file_variant != self.model_variant:
+            lines.append(f"this is an -{self.file_variant.upper()} checkpoint; the model is -"
+                         f"{self.model_variant.upper()} (use a {self.file_variant.upper()} preset or config)")
         for title, keys in (("missing in checkpoint", self.missing), ("unexpected in checkpoint", self.unexpected),
                             ("wrong shape", [k for k, _, _ in self.wrong_shape])):
             if not keys:
@@ -120,10 +133,27 @@ def _group(keys: List[str]) -> "OrderedDict[str, List[str]]":
     return groups
 
 
+def variant_of_keys(keys) -> Optional[str]:
+    """The L2COcc variant a set of state_dict keys belongs to: "d" (``teacher.*``), "l" (a LiDAR tokenizer,
+    no image branch), "c" (an image branch), or None for keys of none of them."""
+    tops = {k.split(".", 1)[0] for k in keys}
+    if "teacher" in tops:
+        return "d"
+    if "img_backbone" in tops or "depth_net" in tops:
+        return "c"
+    if "lidar_tokenizer" in tops:
+        return "l"
+    return None
+
+
 def _safe_load(path: PathLike) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint (an interrupted copy or download?)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -133,7 +163,8 @@ def _safe_load(path: PathLike) -> Any:
             f"{path} is not a plain tensor checkpoint: its pickle holds Python objects ({first}); "
             f"refusing to unpickle objects (weights_only=True).\n{CONVERT_HINT}") from None
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from None
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {str(exc) or type(exc).__name__} "
+                              f"({path.stat().st_size:,} bytes; truncated or not a torch file?)") from None
 
 
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -224,6 +255,7 @@ def load_released(path: PathLike, model: nn.Module, *, keep_teacher: bool = Fals
 
 
 def _load_into(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> LoadReport:
+    file_variant = variant_of_keys(state_dict)
     dropped = []
     if not _has_teacher(model):
         dropped = [k for k in state_dict if k.startswith("teacher.")]
@@ -233,6 +265,7 @@ def _load_into(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: st
     state_dict = _with_derived(model, state_dict)
     report = compare_state_dict(model, state_dict)
     report.dropped = dropped
+    report.file_variant, report.model_variant = file_variant, variant_of_keys(model.state_dict())
     _load_strict(model, state_dict, report, source)
     return report
 
@@ -392,3 +425,45 @@ def load_model(path: PathLike, config: Union[ExperimentConfig, str, None] = None
             raise ValueError(f"checkpoint {path} records no experiment config or preset; give its preset")
     loaded = load_checkpoint(path, build_model(exp.model))
     return loaded.model.eval(), exp
+
+
+def model_identity(path: PathLike, variant: str = "", preset: str = "") -> Tuple[str, str]:
+    """The (variant, preset) of the model in ``path``: recorded in our files, configured for the others.
+
+    Our checkpoints record both, so ``variant`` and ``preset`` may be left empty; a configured value must equal
+    the recorded one. The authors' ``.ckpt`` files and plain state_dicts record neither: ``preset`` is needed
+    (``variant`` then follows from it, or must agree with it).
+
+    Args:
+        path: checkpoint file.
+        variant: configured variant ("c", "d", "l") or "" (take it from the file or the preset).
+        preset: configured preset name or "" (take it from the file).
+
+    Returns:
+        (variant, preset).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError / CheckpointError: an unreadable file, a configured value that contradicts the file (the
+            message names both), or a file without a recorded preset and none configured.
+    """
+    from l2cocc_ros.core.config import get_preset
+
+    obj = _safe_load(path)
+    meta = (obj.get("meta") or {}) if isinstance(obj, dict) and obj.get("format") == FORMAT else {}
+    stored_preset, stored_variant = str(meta.get("preset") or ""), str(meta.get("variant") or "")
+    if stored_preset:
+        if preset and preset != stored_preset:
+            raise ValueError(f"checkpoint {path} holds preset {stored_preset!r}, but preset {preset!r} was "
+                             f"configured (leave preset empty to take it from the file)")
+        preset = stored_preset
+    if not preset:
+        raise ValueError(f"checkpoint {path} records no preset (an authors' .ckpt or a plain state_dict): "
+                         f"set preset (and variant) for it")
+    preset_variant = get_preset(preset).model.variant
+    stored_variant = stored_variant or preset_variant
+    if variant and variant != stored_variant:
+        source = f"checkpoint {path} holds" if meta.get("variant") else f"preset {preset!r} is"
+        raise ValueError(f"{source} variant {stored_variant!r}, but variant {variant!r} was configured "
+                         f"(leave variant empty to take it from the file)")
+    return stored_variant, preset

@@ -124,7 +124,8 @@ class InferenceEngine:
         model: a model from ``build_model(cfg)`` (weights loaded); it is put in eval mode on ``device``.
         cfg: its model config (variant, image size, grid).
         device: "auto", "cpu", "cuda" or "cuda:N".
-        stereo_backend: depth from the stereo pair (camera variants); default SGBM with KITTI settings.
+        stereo_backend: depth from the stereo pair (camera variants); default SGBM with KITTI settings. It is
+            moved to ``device`` (:meth:`~l2cocc_ros.core.stereo.StereoBackend.to`).
         precision: "fp32", "fp16" or "bf16" (autocast, used on CUDA only; CPU always runs fp32).
         with_confidence: also return the softmax probability of each label.
         resample: PIL resampling of the image resize ("bicubic" as the original).
@@ -182,7 +183,8 @@ class InferenceEngine:
         self.cuda_graphs = bool(cuda_graphs)
         if self.cuda_graphs:
             capture_static_stages(self.model, mode="reduce-overhead")
-        self.stereo = stereo_backend if stereo_backend is not None else get_stereo_backend("sgbm")
+        # the stereo backend runs on the model's device: its depth tensor goes to the model without a host copy
+        self.stereo = (stereo_backend if stereo_backend is not None else get_stereo_backend("sgbm")).to(self.device)
         self.precision = precision
         self.with_confidence = bool(with_confidence)
         self.device_preprocess = bool(device_preprocess)
@@ -302,7 +304,10 @@ class InferenceEngine:
 
     def _camera_inputs(self, frame: StereoFrame, timings: Dict[str, float]) -> Dict[str, torch.Tensor]:
         t0 = time.perf_counter()
-        depth = self.stereo.compute(frame.left, frame.right, frame.focal_px, frame.baseline_m)  # metres, 0 = invalid
+        # (H, W) metres, 0 = invalid, on the engine's device
+        depth = self.stereo.depth(frame.left, frame.right, frame.focal_px, frame.baseline_m)
+        if self.device.type == "cuda":  # account the device work to this stage
+            torch.cuda.synchronize(self.device)
         timings["stereo"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         inputs, _ = self.preprocess.camera_inputs(frame.left, frame.P_left, T_grid_from_cam=frame.T_grid_from_camera,

@@ -70,12 +70,14 @@ class ParamSpec:
 _S = ParamSpec
 PARAMS: Tuple[ParamSpec, ...] = (
     _S("grid_frame", "string", "TF frame of the output grid (the LiDAR frame of the SemanticKITTI grid)"),
-    _S("variant", "string", "model variant: c (camera), d (distilled camera), l (LiDAR)", choices=("c", "d", "l")),
-    _S("preset", "string", "model preset the checkpoint was trained with, e.g. semantickitti_l2cocc_d"),
+    _S("variant", "string", "model variant: c (camera), d (distilled camera), l (LiDAR); empty: the one the "
+       "checkpoint records (needed only for the authors' .ckpt files)", default="", choices=("", "c", "d", "l")),
+    _S("preset", "string", "model preset, e.g. semantickitti_l2cocc_d; empty: the one the checkpoint records "
+       "(needed only for the authors' .ckpt files and random weights)", default=""),
     _S("checkpoint", "string",
-       "path of the model weights (l2cocc_ros checkpoint); empty only with allow_random_weights"),
-    _S("allow_random_weights", "bool", "run a randomly initialised model when checkpoint is empty (tests only)",
-       default=False),
+       "path of the model weights; empty: the shipped camera model (random weights with allow_random_weights)"),
+    _S("allow_random_weights", "bool", "run a randomly initialised model of preset when checkpoint is empty "
+       "(tests only)", default=False),
     _S("device", "string", "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N"),
     _S("precision", "string", "autocast precision on CUDA (CPU always runs fp32)", choices=("fp32", "fp16", "bf16")),
     _S("fast.channels_last", "bool", "channels-last conv weights (faster on GPUs with tensor cores)", default=False),
@@ -86,7 +88,10 @@ PARAMS: Tuple[ParamSpec, ...] = (
        "(bit-identical to Pillow; frees ~15 ms CPU per frame next to a GPU, slower on a CPU-only machine)",
        default=False),
     _S("publish_confidence", "bool", "fill the grid's per-voxel confidence (softmax probability of the label)"),
-    _S("stereo.backend", "string", "stereo depth backend name (core.stereo registry)"),
+    _S("stereo.backend", "string", "stereo depth backend: sgbm, torch_census, msnet3d (the released models' input: "
+       "MobileStereoNet as VoxFormer ran it), msnet2d, or a registered name (core.stereo registry)"),
+    _S("stereo.weights", "string", "MobileStereoNet weights file for msnet3d/msnet2d (MSNet3D_SF_DS_KITTI2015.ckpt "
+       "from the VoxFormer or CGFormer repository); empty for the other backends"),
     _S("stereo.num_disparities", "integer", "SGBM disparity range at full resolution [px], multiple of 16",
        minimum=16, maximum=512),
     _S("stereo.block_size", "integer", "SGBM matching block size [px], odd", minimum=1, maximum=21),
@@ -149,7 +154,7 @@ class NodeConfig:
     device_preprocess: bool
     publish_confidence: bool
     stereo_backend: str
-    stereo_options: Dict[str, int]
+    stereo_options: Dict[str, Any]
     sync_queue_size: int
     sync_slop_s: float
     stamp_reset_s: float
@@ -205,8 +210,7 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         problems += _check_consistency(v)
     if problems:
         raise ValueError("invalid l2cocc_node parameters:\n  " + "\n  ".join(problems))
-    if v["checkpoint"] and not os.path.isfile(v["checkpoint"]):
-        raise FileNotFoundError(f"checkpoint: file not found: {v['checkpoint']}")
+    v["variant"], v["preset"] = _model_identity(v)
     fallback = None
     if v["tf.use_fallback"]:
         from l2cocc_ros.core.transforms import make_transform
@@ -219,8 +223,7 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         channels_last=v["fast.channels_last"], compile_model=v["fast.compile"], cuda_graphs=v["fast.cuda_graphs"],
         device_preprocess=v["fast.device_preprocess"], publish_confidence=v["publish_confidence"],
         stereo_backend=v["stereo.backend"],
-        stereo_options={"num_disparities": int(v["stereo.num_disparities"]), "block_size": int(v["stereo.block_size"]),
-                        "downscale": int(v["stereo.downscale"])},
+        stereo_options=_stereo_options(v),
         sync_queue_size=int(v["sync.queue_size"]), sync_slop_s=float(v["sync.slop_s"]),
         stamp_reset_s=float(v["stamp_reset_s"]), tf_timeout_s=float(v["tf.timeout_s"]), tf_fallback=fallback,
         markers_enabled=v["markers.enabled"], markers_max_rate_hz=float(v["markers.max_rate_hz"]),
@@ -231,30 +234,78 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     )
 
 
-def _check_consistency(v: Dict[str, Any]) -> List[str]:
-    from l2cocc_ros.core.config import get_preset
-    from l2cocc_ros.core.engine import resolve_device
+def _stereo_options(v: Mapping[str, Any]) -> Dict[str, Any]:
+    """The keyword options of ``get_stereo_backend(v["stereo.backend"], ...)``."""
+    if v["stereo.backend"].startswith("msnet"):  # the network follows the node's precision on CUDA
+        return {"weights": v["stereo.weights"], "precision": v["precision"]}
+    return {"num_disparities": int(v["stereo.num_disparities"]), "block_size": int(v["stereo.block_size"]),
+            "downscale": int(v["stereo.downscale"])}
+
+
+def _check_stereo(v: Mapping[str, Any]) -> Optional[str]:
+    """What is wrong with the stereo parameters (None if nothing); learned backends' weights are checked, not
+    loaded (the node loads them once)."""
     from l2cocc_ros.core.stereo import get_stereo_backend
+    from l2cocc_ros.core.stereo.msnet.backend import WEIGHTS_SOURCE
+
+    name, weights = v["stereo.backend"], v["stereo.weights"]
+    if name.startswith("msnet"):
+        if not weights:
+            return f"stereo.weights: empty, but stereo.backend {name} needs its weights file; {WEIGHTS_SOURCE}"
+        if not os.path.isfile(weights):
+            return f"stereo.weights: file not found: {weights}; {WEIGHTS_SOURCE}"
+        return None
+    try:
+        get_stereo_backend(name, **_stereo_options(v))
+    except ValueError as exc:
+        return f"stereo: {exc}"
+    return None
+
+
+def _model_identity(v: Dict[str, Any]) -> Tuple[str, str]:
+    """(variant, preset) of the model to run; an empty ``checkpoint`` becomes the shipped camera model.
+
+    Raises:
+        FileNotFoundError: the checkpoint file does not exist.
+        ValueError: a configured variant / preset that contradicts the checkpoint (both named), or none where
+            the file records none.
+    """
+    from l2cocc_ros.core.checkpoint import SHIPPED_CAMERA_CHECKPOINT, model_identity
+    from l2cocc_ros.core.config import get_preset
+
+    if not v["checkpoint"] and not v["allow_random_weights"]:
+        v["checkpoint"] = str(SHIPPED_CAMERA_CHECKPOINT)
+    if v["checkpoint"]:
+        if not os.path.isfile(v["checkpoint"]):
+            raise FileNotFoundError(f"checkpoint: file not found: {v['checkpoint']}")
+        try:
+            return model_identity(v["checkpoint"], v["variant"], v["preset"])
+        except ValueError as exc:
+            raise ValueError(f"invalid l2cocc_node parameters:\n  checkpoint: {exc}") from None
+    problem = "preset: empty; random weights (allow_random_weights) need the preset to build"
+    if v["preset"]:
+        try:
+            pv = get_preset(v["preset"]).model.variant
+            if not v["variant"] or pv == v["variant"]:
+                return pv, v["preset"]
+            problem = f"preset: {v['preset']!r} is variant {pv!r}, but variant is {v['variant']!r}"
+        except ValueError as exc:
+            problem = f"preset: {exc}"
+    raise ValueError("invalid l2cocc_node parameters:\n  " + problem)
+
+
+def _check_consistency(v: Dict[str, Any]) -> List[str]:
+    from l2cocc_ros.core.engine import resolve_device
 
     out = []
-    try:
-        pv = get_preset(v["preset"]).model.variant
-        if pv != v["variant"]:
-            out.append(f"preset: {v['preset']!r} is variant {pv!r}, but variant is {v['variant']!r}")
-    except ValueError as exc:
-        out.append(f"preset: {exc}")
-    if not v["checkpoint"] and not v["allow_random_weights"]:
-        out.append("checkpoint: empty; give the weights file (or set allow_random_weights: true for tests)")
     try:
         resolve_device(v["device"])
     except ValueError as exc:
         out.append(f"device: {exc}")
     if v["variant"] != "l":
-        try:
-            get_stereo_backend(v["stereo.backend"], num_disparities=v["stereo.num_disparities"],
-                               block_size=v["stereo.block_size"], downscale=v["stereo.downscale"])
-        except ValueError as exc:
-            out.append(f"stereo: {exc}")
+        problem = _check_stereo(v)
+        if problem:
+            out.append(problem)
     if any(not lo < hi for lo, hi in zip(v["markers.crop_min"], v["markers.crop_max"])):
         out.append(f"markers.crop_min {list(v['markers.crop_min'])} must be below markers.crop_max "
                    f"{list(v['markers.crop_max'])} on every axis")

@@ -154,13 +154,17 @@ class MessageFiltersSynchronizer:
         inputs: (message type, topic, QoS profile) per input, in callback order.
         queue_size, slop: as :class:`ApproximateTimeSynchronizer`.
         callback: called as ``callback(*msgs)`` (input order).
+        event_callbacks: per input, the subscription's event callbacks (e.g. message_lost), or None.
         module: the ``message_filters`` module (default the installed one).
     """
 
     def __init__(self, node, inputs: Sequence[Tuple[type, str, Any]], queue_size: int, slop: float,
-                 callback: Callable[..., Any], *, module=None) -> None:
+                 callback: Callable[..., Any], *, event_callbacks: Optional[Sequence[Any]] = None,
+                 module=None) -> None:
         mf = module if module is not None else _message_filters
-        self.subscribers = [mf.Subscriber(node, t, topic, qos_profile=qos) for t, topic, qos in inputs]
+        events = list(event_callbacks) if event_callbacks is not None else [None] * len(inputs)
+        self.subscribers = [mf.Subscriber(node, t, topic, qos_profile=qos, event_callbacks=ev)
+                            for (t, topic, qos), ev in zip(inputs, events)]
         self._sync = mf.ApproximateTimeSynchronizer(self.subscribers, queue_size, slop)
         self._callback = callback
         self._lock = threading.Lock()
@@ -211,6 +215,7 @@ def make_synchronizer(
     callback: Callable[[Dict[str, Any]], Any],
     *,
     callback_group=None,
+    on_lost: Optional[Callable[[str, int], None]] = None,
 ) -> Tuple[Union[ApproximateTimeSynchronizer, MessageFiltersSynchronizer], list]:
     """Subscribe to ``inputs`` and call ``callback(named)`` with approximately synchronized sets.
 
@@ -221,22 +226,33 @@ def make_synchronizer(
         slop: largest stamp spread within a set [s].
         callback: receives one set as ``{input name: message}`` (never by position).
         callback_group: group of the subscriptions (ours only).
+        on_lost: ``on_lost(input_name, count)`` when the middleware reports ``count`` samples of an input lost
+            before they reached us (the subscription's message_lost event, where the RMW supports it).
 
     Returns:
         (the synchronizer: message_filters' behind :class:`MessageFiltersSynchronizer` when installed, else
         ours; both have ``reset()``, ``queued()`` and ``stats``), the list of subscriptions).
     """
+    from rclpy.event_handler import SubscriptionEventCallbacks
+
     names = list(inputs)
 
     def emit(*msgs) -> None:
         callback(dict(zip(names, msgs)))
 
+    def events(name: str) -> Optional[SubscriptionEventCallbacks]:
+        if on_lost is None:
+            return None
+        return SubscriptionEventCallbacks(message_lost=lambda info: on_lost(name, int(info.total_count_change)))
+
     if _message_filters is not None:  # pragma: no cover - depends on the machine
-        sync = MessageFiltersSynchronizer(node, list(inputs.values()), queue_size, slop, emit)
+        sync = MessageFiltersSynchronizer(node, list(inputs.values()), queue_size, slop, emit,
+                                          event_callbacks=[events(name) for name in names])
         return sync, list(sync.subscribers)
     sync = ApproximateTimeSynchronizer(len(names), queue_size, slop, emit)
     subs = [
-        node.create_subscription(t, topic, (lambda m, i=i: sync.add(i, m)), qos, callback_group=callback_group)
-        for i, (t, topic, qos) in enumerate(inputs.values())
+        node.create_subscription(t, topic, (lambda m, i=i: sync.add(i, m)), qos, callback_group=callback_group,
+                                 event_callbacks=events(name))
+        for i, (name, (t, topic, qos)) in enumerate(inputs.items())
     ]
     return sync, subs

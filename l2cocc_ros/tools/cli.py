@@ -13,8 +13,11 @@ __all__ = ["COMMANDS", "main"]
 # name -> (module, one-line help)
 COMMANDS = {
     "synth": ("l2cocc_ros.tools.synth", "write a synthetic sequence in the SemanticKITTI layout"),
+    "synth-benchmark": ("l2cocc_ros.tools.synth_benchmark",
+                        "generate the synthetic benchmark (training + held-out worlds, labels, stereo, manifest)"),
     "preprocess": ("l2cocc_ros.tools.preprocess", "make label (1:1, 1:2) and stereo-depth files for a dataset"),
     "train": ("l2cocc_ros.tools.train", "train L2COcc-C / -L / -D (Lightning, one GPU or DDP)"),
+    "check-data": ("l2cocc_ros.tools.check_data", "validate a dataset's files before training (also run by train)"),
     "eval": ("l2cocc_ros.tools.evaluate", "score predictions or a checkpoint on a split (official metric)"),
     "ckpt-check": ("l2cocc_ros.tools.ckpt_check", "check that a checkpoint loads strictly into a preset"),
     "node": ("l2cocc_ros.ros.node", "run the perception node (same as ros2 run l2cocc_ros l2cocc_node)"),

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CHECKPOINT = REPO / "l2cocc_ros" / "checkpoints" / "tiny_l2cocc_l.pt"
@@ -85,11 +85,32 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait()
 
 
+def _node_and_replay_commands(checkpoint: Path, meta: Dict[str, str], bag: Path,
+                              rate: float) -> Tuple[List[str], List[str]]:
+    """The node's command (its inputs remapped to the bag's topics) and the replay's, which waits until
+    every one of those inputs has a subscriber: a set played before the node listens is lost uncounted."""
+    from l2cocc_ros.core.data.bag_layout import BagNames
+
+    names = BagNames()
+    inputs = {"left/image": names.left_image, "left/camera_info": names.left_info,
+              "right/image": names.right_image, "right/camera_info": names.right_info}
+    if meta["variant"] == "l":  # the only variant whose node subscribes to the cloud
+        inputs["pointcloud"] = names.pointcloud
+    remaps = [arg for name, topic in inputs.items() for arg in ("-r", f"~/input/{name}:={topic}")]
+    node_cmd = _python(
+        "l2cocc_ros.ros.node", "--ros-args",
+        "--params-file", str(REPO / "config" / "l2cocc_node.param.yaml"),
+        "--params-file", str(REPO / "config" / "common.param.yaml"),
+        "-p", f"variant:={meta['variant']}", "-p", f"preset:={meta['preset']}", "-p", f"checkpoint:={checkpoint}",
+        "-p", "device:=cpu", "-p", "precision:=fp32", *remaps)
+    replay_cmd = _python("l2cocc_ros.tools.replay", str(bag), "--rate", str(rate),
+                         "--wait-for", *inputs.values(), "--wait-timeout", "300")
+    return node_cmd, replay_cmd
+
+
 def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, rate: float = 0.1,
              width: int = 1241, height: int = 376, renders: int = 2, timeout_s: float = 600.0) -> Dict[str, object]:
     """Run the demo; returns the scorer's summary plus drop counts. Raises RuntimeError with the log tail."""
-    from l2cocc_ros.core.data.bag_layout import BagNames
-
     out.mkdir(parents=True, exist_ok=True)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} not found (the repository ships "
@@ -104,24 +125,13 @@ def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, 
     env.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(20, 99)))
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_messages.xml"))
     env["PYTHONUNBUFFERED"] = "1"
-    names = BagNames()
     meta = _checkpoint_meta(checkpoint)
-    node_cmd = _python(
-        "l2cocc_ros.ros.node", "--ros-args",
-        "--params-file", str(REPO / "config" / "l2cocc_node.param.yaml"),
-        "--params-file", str(REPO / "config" / "common.param.yaml"),
-        "-p", f"variant:={meta['variant']}", "-p", f"preset:={meta['preset']}", "-p", f"checkpoint:={checkpoint}",
-        "-p", "device:=cpu", "-p", "precision:=fp32",
-        "-r", f"~/input/left/image:={names.left_image}", "-r", f"~/input/left/camera_info:={names.left_info}",
-        "-r", f"~/input/right/image:={names.right_image}", "-r", f"~/input/right/camera_info:={names.right_info}",
-        "-r", f"~/input/pointcloud:={names.pointcloud}")
+    node_cmd, replay_cmd = _node_and_replay_commands(checkpoint, meta, bag, rate)
     pred = out / "predictions"
     score_json = out / "score.json"
     score_cmd = _python("l2cocc_ros.tools.score", "-d", str(data), "-s", "08", "-o", str(pred),
                         "--frames", str(frames), "--idle-timeout", "30", "--timeout", str(timeout_s),
                         "--json", str(score_json))
-    replay_cmd = _python("l2cocc_ros.tools.replay", str(bag), "--rate", str(rate),
-                         "--wait-for", names.left_image, names.right_info, "--wait-timeout", "300")
     logs = {name: open(out / f"{name}.log", "w") for name in ("node", "score", "replay")}
     procs: Dict[str, subprocess.Popen] = {}
     try:

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -167,7 +170,8 @@ def convert_sequence(dataset: Path, sequence: str, out: Path, *, frames: Optiona
     Args:
         dataset: root holding ``sequences/``.
         sequence: e.g. "08".
-        out: bag directory to create (must not exist).
+        out: bag directory to create (must not exist). The bag is written under a temporary name next to it
+            and moved into place only when complete: a failure leaves nothing behind, a rerun works.
         frames: frame ids to write (default all images).
         storage: "mcap" or "sqlite3".
         names: topic and frame names.
@@ -209,40 +213,47 @@ def convert_sequence(dataset: Path, sequence: str, out: Path, *, frames: Optiona
         from tqdm import tqdm
 
         iterator = tqdm(list(iterator), desc=f"kitti2bag {sequence}", unit="frame")
-    with Writer(out, version=9, storage_plugin=plugin) as writer:
-        def conn(topic, msgtype, **kw):
-            return writer.add_connection(topic, msgtype, typestore=m.store, **kw)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    partial = work / out.name  # the storage file inside keeps the bag's final name
+    try:
+        with Writer(partial, version=9, storage_plugin=plugin) as writer:
+            def conn(topic, msgtype, **kw):
+                return writer.add_connection(topic, msgtype, typestore=m.store, **kw)
 
-        c_static = conn("/tf_static", "tf2_msgs/msg/TFMessage", offered_qos_profiles=_latched_qos())
-        c_tf = conn("/tf", "tf2_msgs/msg/TFMessage") if poses is not None else None
-        c_li, c_ri = conn(names.left_image, "sensor_msgs/msg/Image"), conn(names.right_image, "sensor_msgs/msg/Image")
-        c_lc = conn(names.left_info, "sensor_msgs/msg/CameraInfo")
-        c_rc = conn(names.right_info, "sensor_msgs/msg/CameraInfo")
-        c_pc = conn(names.pointcloud, "sensor_msgs/msg/PointCloud2") if has_velo else None
+            c_static = conn("/tf_static", "tf2_msgs/msg/TFMessage", offered_qos_profiles=_latched_qos())
+            c_tf = conn("/tf", "tf2_msgs/msg/TFMessage") if poses is not None else None
+            c_li, c_ri = conn(names.left_image, "sensor_msgs/msg/Image"), conn(names.right_image, "sensor_msgs/msg/Image")
+            c_lc = conn(names.left_info, "sensor_msgs/msg/CameraInfo")
+            c_rc = conn(names.right_info, "sensor_msgs/msg/CameraInfo")
+            c_pc = conn(names.pointcloud, "sensor_msgs/msg/PointCloud2") if has_velo else None
 
-        def write(c, stamp, msg):
-            writer.write(c, int(stamp), m.cdr(msg))
-            counts[c.topic] = counts.get(c.topic, 0) + 1
+            def write(c, stamp, msg):
+                writer.write(c, int(stamp), m.cdr(msg))
+                counts[c.topic] = counts.get(c.topic, 0) + 1
 
-        write(c_static, stamps[0], m.tf(static, stamps[0]))
-        for frame, stamp in iterator:
-            name = f"{frame:06d}"
-            left = _read_rgb(seq_dir / "image_2" / f"{name}.png")
-            right = _read_rgb(seq_dir / "image_3" / f"{name}.png")
-            if left.shape != right.shape:
-                raise ValueError(f"frame {name}: image_2 is {left.shape[:2]} but image_3 is {right.shape[:2]}")
-            if c_tf is not None:
-                if frame >= len(poses):
-                    raise ValueError(f"frame {name} is beyond poses.txt ({len(poses)} lines) in {seq_dir}")
-                t_world_base = poses[frame] @ calib["Tr"]  # cam0 pose in world @ velodyne pose in cam0
-                write(c_tf, stamp, m.tf([(names.world_frame, names.base_frame, t_world_base)], stamp))
-            write(c_li, stamp, m.image(left, stamp, names.left_frame))
-            write(c_lc, stamp, m.camera_info(rig["P_left"], left.shape[:2], stamp, names.left_frame))
-            write(c_ri, stamp, m.image(right, stamp, names.right_frame))
-            write(c_rc, stamp, m.camera_info(rig["P_right"], right.shape[:2], stamp, names.right_frame))
-            if c_pc is not None:
-                points = kitti_io.read_velodyne(seq_dir / "velodyne" / f"{name}.bin")
-                write(c_pc, stamp, m.pointcloud(points, stamp, names.velodyne_frame))
+            write(c_static, stamps[0], m.tf(static, stamps[0]))
+            for frame, stamp in iterator:
+                name = f"{frame:06d}"
+                left = _read_rgb(seq_dir / "image_2" / f"{name}.png")
+                right = _read_rgb(seq_dir / "image_3" / f"{name}.png")
+                if left.shape != right.shape:
+                    raise ValueError(f"frame {name}: image_2 is {left.shape[:2]} but image_3 is {right.shape[:2]}")
+                if c_tf is not None:
+                    if frame >= len(poses):
+                        raise ValueError(f"frame {name} is beyond poses.txt ({len(poses)} lines) in {seq_dir}")
+                    t_world_base = poses[frame] @ calib["Tr"]  # cam0 pose in world @ velodyne pose in cam0
+                    write(c_tf, stamp, m.tf([(names.world_frame, names.base_frame, t_world_base)], stamp))
+                write(c_li, stamp, m.image(left, stamp, names.left_frame))
+                write(c_lc, stamp, m.camera_info(rig["P_left"], left.shape[:2], stamp, names.left_frame))
+                write(c_ri, stamp, m.image(right, stamp, names.right_frame))
+                write(c_rc, stamp, m.camera_info(rig["P_right"], right.shape[:2], stamp, names.right_frame))
+                if c_pc is not None:
+                    points = kitti_io.read_velodyne(seq_dir / "velodyne" / f"{name}.bin")
+                    write(c_pc, stamp, m.pointcloud(points, stamp, names.velodyne_frame))
+        os.replace(partial, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     logger.info("wrote %d frames of sequence %s to %s", len(frame_list), sequence, out)
     return BagSummary(path=out, frames=frame_list, stamps_ns=[int(s) for s in stamps], counts=counts)
 
@@ -279,7 +290,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         summary = convert_sequence(args.dataset, args.sequence, args.out, frames=args.frames, storage=args.storage,
                                    names=names, start_s=args.start, progress=True)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"l2cocc kitti2bag: error: {exc}", file=sys.stderr)
+        print(f"l2cocc kitti2bag: error: {exc} (nothing written to {args.out})", file=sys.stderr)
         return 1
     for topic, n in sorted(summary.counts.items()):
         print(f"{topic:45s} {n:6d}")

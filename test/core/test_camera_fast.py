@@ -1,4 +1,4 @@
-"""The fast preprocessing paths of core/camera.py give the same bits as the plain formulas."""
+"""The fast preprocessing paths of core/preprocess give the same bits as the plain formulas."""
 from __future__ import annotations
 
 import numpy as np

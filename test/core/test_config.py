@@ -1,4 +1,4 @@
-"""Presets (paper values of the docs/model.md §2.1 / §2.5 / §6), YAML round trips, errors, and the param files."""
+"""Presets (paper values of docs/model.md §2.1 / §2.5 / §6), YAML round trips, errors; no per-preset param files."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,11 +8,10 @@ import pytest
 import yaml
 
 from l2cocc_ros.core.config import (ExperimentConfig, ModelConfig, dump_config, from_dict, get_preset, load_config,
-                                    load_model_params, model_config_from_params, preset_names, to_dict,
-                                    with_overrides)
+                                    preset_names, to_dict, with_overrides)
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = [f"{d}_l2cocc_{v}" for d in ("semantickitti", "kitti360", "tiny") for v in ("c", "l", "d")]
+NAMES = [f"{d}_l2cocc_{v}" for d in ("semantickitti", "kitti360", "tiny", "micro") for v in ("c", "l", "d")]
 
 
 def test_names():
@@ -94,34 +93,6 @@ def test_frozen_and_teacher_rules():
         dataclasses.replace(cfg.model, variant="d", teacher=cfg.model)
 
 
-def _lists(node):
-    if isinstance(node, dict):
-        for v in node.values():
-            yield from _lists(v)
-    elif isinstance(node, list):
-        yield node
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_param_file_mirrors_preset(name):
-    path = ROOT / "config" / f"{name}.param.yaml"
-    assert load_model_params(path) == get_preset(name).model
-    data = yaml.safe_load(path.read_text())
-    for seq in _lists(data):  # ROS parameter arrays must be homogeneous
-        assert len({type(v) for v in seq}) == 1, f"{path.name}: mixed types in {seq}"
-
-
-def test_params_from_dotted_names():
-    model = get_preset("tiny_l2cocc_l").model
-    flat = {}
-
-    def flatten(prefix, node):
-        for k, v in node.items():
-            if isinstance(v, dict):
-                flatten(f"{prefix}{k}.", v)
-            elif v is not None:
-                flat[f"{prefix}{k}"] = v
-    flatten("model.", to_dict(model))
-    assert model_config_from_params(flat) == model
-    assert isinstance(model_config_from_params({"model.variant": "l", "model.voxel_backbone.layer_nums": [2, 2, 2]}),
-                      ModelConfig)
+def test_no_per_preset_param_files():
+    """Model values live in one place: the presets here and the config each checkpoint records."""
+    assert not list((ROOT / "config").glob("*_l2cocc_*.param.yaml"))

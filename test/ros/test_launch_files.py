@@ -66,7 +66,7 @@ def test_remaps_are_node_inputs_and_arguments_stay_few():
     remapped = {t.elts[0].value for t in kw(node, "remappings").elts}
     assert remapped == NODE_INPUTS
     args = declared_arguments(tree)
-    assert len(args) <= 12 and not (args & (set(declared_names()) - {"checkpoint", "variant"}))  # no re-declared params
+    assert len(args) <= 12 and not (args & (set(declared_names()) - {"checkpoint", "variant", "preset"}))  # no re-declared params
     for c in calls(tree, "LaunchConfiguration"):
         assert c.args[0].value in args, f"LaunchConfiguration({c.args[0].value!r}) is not declared"
 

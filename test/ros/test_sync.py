@@ -119,7 +119,7 @@ class _MessageFilters:
     """The parts of the message_filters module the adapter uses (exact-stamp matching is enough here)."""
 
     class Subscriber(_Filter):
-        def __init__(self, node, msg_type, topic, qos_profile=None):
+        def __init__(self, node, msg_type, topic, qos_profile=None, event_callbacks=None):
             super().__init__()
 
     class ApproximateTimeSynchronizer(_Filter):

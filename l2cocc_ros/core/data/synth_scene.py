@@ -127,7 +127,7 @@ class World:
         g = ShapeBuilder()
         info = {"parking": [0.0, 0.0], "segments": [None, None]}
         for s, sign in ((0, -1.0), (1, 1.0)):
-            park = 2.4 if rng.random() < (0.65 if s == 0 else 0.35) else 0.0
+            park = 2.4 if rng.random() < (0.75 if s == 0 else 0.5) else 0.0
             info["parking"][s] = park
             a_walk = self.road_half_width + park
             a_out = a_walk + self.sidewalk_width[s]
@@ -147,9 +147,9 @@ class World:
             length = vehicle_length(rng, kind)
             if x + length > x1 - 0.3:
                 break
-            if rng.random() < 0.8:
+            if rng.random() < 0.9:
                 add_vehicle(g, rng, x, yc, length, kind)
-            x += length + rng.uniform(0.8, 5.0)
+            x += length + rng.uniform(0.8, 3.5)
 
     def _street_furniture(self, g: ShapeBuilder, rng, x0, x1, sign, a_walk, a_out) -> None:
         top = SIDEWALK_HEIGHT
@@ -169,12 +169,12 @@ class World:
                       "traffic-sign", MAT_PLAIN, rgb, 0.9)
             else:
                 add_tree(g, rng, x, sign * (a + 0.3), top)
-            x += rng.uniform(8.0, 18.0)
+            x += rng.uniform(5.0, 12.0)
         for _ in range(int(rng.integers(0, 3))):  # parked bicycles
             xb, yb = rng.uniform(x0 + 1, x1 - 3), sign * rng.uniform(a_walk + 1.0, a_out - 0.4)
             g.box((xb, yb - 0.25, top + 0.05), (xb + 1.7, yb + 0.25, top + 1.05), "bicycle", MAT_PLAIN,
                   jitter(rng, (0.15, 0.15, 0.2)), 0.3)
-        for _ in range(int(rng.integers(0, 3))):  # standing people
+        for _ in range(int(rng.integers(1, 4))):  # standing people
             add_person(g, rng, rng.uniform(x0, x1), sign * rng.uniform(a_walk + 0.8, a_out - 0.3), top, (0.0, 0.0))
 
     def _zone(self, g: ShapeBuilder, rng, x0, x1, sign, a_out) -> Tuple[np.ndarray, np.ndarray]:
@@ -184,7 +184,7 @@ class World:
         ends = np.concatenate([cuts, [x1]])
         seg_cls = []
         for xs, xe in zip(starts, ends):
-            kind = rng.choice(3, p=(0.5, 0.35, 0.15))
+            kind = rng.choice(3, p=(0.45, 0.45, 0.10))
             ground = "other-ground" if kind == 2 else "terrain"
             seg_cls.append(_ID[ground])
             if kind == 0:  # buildings with gaps, set back a little
@@ -199,13 +199,13 @@ class World:
                     g.box((xb, ya, 0.0), (xe_b, yb, rng.uniform(6.0, 18.0)), "building", MAT_FACADE, rgb, 0.35)
                     xb = xe_b + (rng.uniform(1.0, 4.0) if rng.random() < 0.4 else 0.0)
             elif kind == 1:  # green: fence along the sidewalk, trees and bushes on terrain
-                if rng.random() < 0.5:
+                if rng.random() < 0.6:
                     ya, yb = sorted((sign * (a_out + 0.2), sign * (a_out + 0.3)))
                     g.box((xs, ya, 0.0), (xe, yb, rng.uniform(1.0, 1.8)), "fence", MAT_PLAIN,
                           jitter(rng, (0.45, 0.38, 0.28)), 0.4)
-                for _ in range(int(rng.integers(1, 5))):
+                for _ in range(int(rng.integers(3, 8))):
                     add_tree(g, rng, rng.uniform(xs, xe), sign * (a_out + rng.uniform(2.0, 9.0)), 0.0)
-                for _ in range(int(rng.integers(0, 4))):
+                for _ in range(int(rng.integers(2, 7))):
                     r = rng.uniform(0.5, 1.2)
                     g.ell((rng.uniform(xs, xe), sign * (a_out + rng.uniform(1.0, 8.0)), 0.3 * r), (r, r, 0.7 * r),
                           "vegetation", MAT_FOLIAGE, jitter(rng, (0.25, 0.45, 0.18)), 0.2)
@@ -234,7 +234,7 @@ class World:
             if rng.random() < 0.3:  # a cyclist at the left road edge
                 add_rider(g, rng, x0 + rng.uniform(0, BLOCK_LENGTH), self.road_half_width - 0.7,
                           (-rng.uniform(3.0, 5.0), 0.0))
-            for _ in range(int(rng.integers(0, 3))):  # pedestrians walking along a sidewalk
+            for _ in range(int(rng.integers(1, 4))):  # pedestrians walking along a sidewalk
                 sign = 1.0 if rng.random() < 0.5 else -1.0
                 s = int(sign > 0)
                 # on the sidewalk whether or not the block has a parking strip

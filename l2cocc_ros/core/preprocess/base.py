@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ __all__ = ["ImageTransform", "Preprocessor"]
 #: a transform of the resized image, (3, H_in, W_in) float in [0, 1] -> the same, before the normalisation
 #: (training colour jitter: :func:`l2cocc_ros.core.data.augment.jitter_transform`)
 ImageTransform = Callable[[torch.Tensor], torch.Tensor]
+
+#: a depth map [m]: an array, or a tensor on any device (a stereo backend's output)
+Depth = Union[np.ndarray, torch.Tensor]
 
 
 class Preprocessor(abc.ABC):
@@ -61,7 +64,7 @@ class Preprocessor(abc.ABC):
         *,
         T_grid_from_cam: Optional[np.ndarray] = None,
         T_velo_to_cam: Optional[np.ndarray] = None,
-        stereo_depth: Optional[np.ndarray] = None,
+        stereo_depth: Optional[Depth] = None,
         image_transform: Optional[ImageTransform] = None,
     ) -> Tuple[Dict[str, torch.Tensor], CameraGeometry]:
         """The camera part of the model input dict (docs/interfaces.md, "Model contract").
@@ -70,7 +73,8 @@ class Preprocessor(abc.ABC):
             rgb: (H, W, 3) uint8 left image (checked by whoever built it).
             P2: left rectified projection 3x4 / 4x4.
             T_grid_from_cam / T_velo_to_cam: exactly one, see :func:`~.geometry.camera_geometry`.
-            stereo_depth: (H, W) float32 depth in metres (0 = invalid), same size as ``rgb``; optional.
+            stereo_depth: (H, W) float32 depth in metres (0 = invalid), same size as ``rgb``; optional. An array or
+                a tensor (a stereo backend's, on its device: the torch implementation keeps it there).
             image_transform: applied to the resized image before the normalisation (training jitter).
 
         Returns:
@@ -83,13 +87,13 @@ class Preprocessor(abc.ABC):
         """
         rc = self.plan(rgb.shape[:2])
         geom = camera_geometry(P2, rc, T_velo_to_cam=T_velo_to_cam, T_grid_from_cam=T_grid_from_cam)
-        if stereo_depth is not None and np.shape(stereo_depth) != rgb.shape[:2]:
-            raise ValueError(f"stereo_depth is {np.shape(stereo_depth)}, but the image is {rgb.shape[:2]}")
+        if stereo_depth is not None and tuple(stereo_depth.shape) != rgb.shape[:2]:
+            raise ValueError(f"stereo_depth is {tuple(stereo_depth.shape)}, but the image is {rgb.shape[:2]}")
         inputs = self._pixels(rc, rgb, stereo_depth, image_transform)
         inputs.update(geom.as_tensors())
         return inputs, geom
 
     @abc.abstractmethod
-    def _pixels(self, rc: ResizeCrop, rgb: np.ndarray, depth: Optional[np.ndarray],
+    def _pixels(self, rc: ResizeCrop, rgb: np.ndarray, depth: Optional[Depth],
                 image_transform: Optional[ImageTransform]) -> Dict[str, torch.Tensor]:
         """``img`` (1, 1, 3, H_in, W_in) float32 and, with ``depth``, ``stereo_depth`` (1, 1, H_in, W_in)."""

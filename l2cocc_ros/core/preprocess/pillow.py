@@ -6,7 +6,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .base import ImageTransform, Preprocessor
+from .base import Depth, ImageTransform, Preprocessor
 from .normalize import normalize_image, unit_float
 from .resize import ResizeCrop
 
@@ -18,7 +18,7 @@ class PillowPreprocessor(Preprocessor):
 
     name = "pillow"
 
-    def _pixels(self, rc: ResizeCrop, rgb: np.ndarray, depth: Optional[np.ndarray],
+    def _pixels(self, rc: ResizeCrop, rgb: np.ndarray, depth: Optional[Depth],
                 image_transform: Optional[ImageTransform]) -> Dict[str, torch.Tensor]:
         resized = rc.apply_image(rgb)
         if image_transform is not None:
@@ -27,5 +27,7 @@ class PillowPreprocessor(Preprocessor):
             img = normalize_image(resized)  # look-up table, no float temporaries
         out = {"img": img[None, None]}
         if depth is not None:
+            if isinstance(depth, torch.Tensor):  # a stereo backend's tensor: Pillow works on the host
+                depth = depth.cpu().numpy()
             out["stereo_depth"] = torch.from_numpy(rc.apply_depth(depth))[None, None]
         return out

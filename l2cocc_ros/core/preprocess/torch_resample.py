@@ -25,7 +25,7 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .base import ImageTransform, Preprocessor
+from .base import Depth, ImageTransform, Preprocessor
 from .normalize import normalisation_lut, normalize_image
 from .resize import ResizeCrop, crop_zero_filled
 
@@ -228,11 +228,14 @@ class TorchPreprocessor(Preprocessor):
         self.device = torch.device(device)
         self._resizers: Dict[Tuple[int, int], DeviceResizeCrop] = {}  # per original image size
 
-    def _pixels(self, rc: ResizeCrop, rgb: np.ndarray, depth: Optional[np.ndarray],
+    def _pixels(self, rc: ResizeCrop, rgb: np.ndarray, depth: Optional[Depth],
                 image_transform: Optional[ImageTransform]) -> Dict[str, torch.Tensor]:
         resizer = self._resizers.get(rc.orig_hw)
         if resizer is None:
             resizer = self._resizers[rc.orig_hw] = DeviceResizeCrop(rc, self.device)
         image = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True).permute(2, 0, 1)
-        depth_t = None if depth is None else torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))
+        if depth is None or isinstance(depth, torch.Tensor):  # a backend's tensor stays on its device
+            depth_t = depth
+        else:
+            depth_t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))
         return resizer.inputs(image, depth_t, image_transform)

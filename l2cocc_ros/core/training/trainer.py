@@ -134,6 +134,9 @@ def fit(cfg: ExperimentConfig, train_set: Dataset, val_set: Optional[Dataset], o
             raise FileNotFoundError(f"--resume: no checkpoint {out_dir / 'checkpoints' / 'last.ckpt'}")
         logger.info("resuming from %s", ckpt_path)
     system = L2COccSystem(cfg, teacher_ckpt=teacher_ckpt, init_ckpt=init_ckpt)
+    # again after building: a -D model (student + teacher) draws more random numbers than a -C one; with the
+    # same seed both runs then see the same data order and augmentation (only the distillation differs)
+    L.seed_everything(cfg.train.seed if seed is None else seed, workers=True, verbose=False)
     data = L2COccDataModule(train_set, val_set, num_workers=num_workers, pin_memory=uses_gpu(accelerator))
     trainer = build_trainer(out_dir, max_steps=steps, devices=devices, accelerator=accelerator,
                             num_nodes=num_nodes, val_every=val_every, ckpt_every=ckpt_every,
