@@ -11,7 +11,6 @@ Big fields are filled from numpy in one copy (``array.array.frombytes``) and rea
 from __future__ import annotations
 
 import array
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
@@ -24,8 +23,6 @@ from l2cocc_ros.core.stamps import stamp_to_tuple
 from l2cocc_ros.msg import SemanticVoxelGrid
 
 __all__ = ["GridData", "grid_to_msg", "msg_to_grid"]
-
-logger = logging.getLogger(__name__)
 
 INDEX_ORDER = "xyz"  # SemanticVoxelGrid.INDEX_ORDER_XYZ: x slowest, z fastest
 _IDENTITY = (0.0, 0.0, 0.0, 1.0)

@@ -39,7 +39,7 @@ __all__ = [
     "MarkerEncoder",
 ]
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # the Marker fields this encoder knows, in wire order (kilted / jazzy)
 _KNOWN_MARKER_FIELDS = (
@@ -317,7 +317,7 @@ class MarkerEncoder:
         self.grid, self.table, self.options = grid, table, options
         self.use_bytes = self.verify()
         if not self.use_bytes:
-            _log.warning("numpy marker encoder does not match this distro's Marker layout: using message objects")
+            logger.warning("numpy marker encoder does not match this distro's Marker layout: using message objects")
 
     def verify(self) -> bool:
         """Compare the encoder's bytes with ``serialize_message`` on a sample covering every class.

@@ -25,6 +25,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64
 from visualization_msgs.msg import MarkerArray
 
+from l2cocc_ros import exit_codes
 from l2cocc_ros.core.checkpoint import SHIPPED_CAMERA_CHECKPOINT
 from l2cocc_ros.core.classes import class_table
 from l2cocc_ros.core.engine import InferenceEngine
@@ -304,7 +305,7 @@ def main(args: Optional[List[str]] = None) -> int:
     own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in own or "--help" in own:
         sys.stdout.write(USAGE)
-        return 0
+        return exit_codes.OK
     logging.basicConfig(level=logging.INFO)
     if "--params-file" not in argv:
         files = [str(CONFIG_DIR / "l2cocc_node.param.yaml"), str(CONFIG_DIR / "common.param.yaml")]
@@ -322,12 +323,12 @@ def main(args: Optional[List[str]] = None) -> int:
         pass
     except (ValueError, FileNotFoundError) as exc:
         logger.error("l2cocc_node cannot start: %s", exc)
-        return 2
+        return exit_codes.USAGE
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

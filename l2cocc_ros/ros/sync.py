@@ -14,7 +14,6 @@ package is installed (behind :class:`MessageFiltersSynchronizer`: the same ``res
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -23,8 +22,6 @@ from l2cocc_ros.core.stamps import stamp_to_ns
 
 __all__ = ["ApproximateTimeSynchronizer", "MessageFiltersSynchronizer", "SyncStats", "make_synchronizer",
            "HAVE_MESSAGE_FILTERS"]
-
-logger = logging.getLogger(__name__)
 
 try:  # the real one (vehicle); ours otherwise
     import message_filters as _message_filters

@@ -32,7 +32,7 @@ __all__ = [
     "HAVE_TF2_ROS",
 ]
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 try:  # the real tf2 (vehicle); ours otherwise
     import tf2_ros as _tf2_ros
@@ -315,7 +315,7 @@ class TransformListener:
                 suppressed = self._warnings.due()
                 if suppressed is not None:
                     more = f" ({suppressed} more ignored since the last warning)" if suppressed else ""
-                    _log.warning("ignoring TF on %s: %s%s", "/tf_static" if static else "/tf", exc, more)
+                    logger.warning("ignoring TF on %s: %s%s", "/tf_static" if static else "/tf", exc, more)
 
 
 class TfLookup:

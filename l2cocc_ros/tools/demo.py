@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from l2cocc_ros import exit_codes
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CHECKPOINT = REPO / "l2cocc_ros" / "checkpoints" / "tiny_l2cocc_l.pt"
 
@@ -213,12 +215,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                            timeout_s=args.timeout)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"make demo: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     print(_table(summary))
     for path in summary["renders"]:
         print(f"render: {path}")
     print(f"[demo] done in {time.monotonic() - t0:.0f} s; predictions in {args.out / 'predictions'}")
-    return 0 if summary["frames"] > 0 else 1
+    return exit_codes.OK if summary["frames"] > 0 else exit_codes.FAILED
 
 
 if __name__ == "__main__":

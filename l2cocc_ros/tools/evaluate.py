@@ -26,10 +26,9 @@ from l2cocc_ros.core.classes import ClassTable, class_table, semantic_kitti
 from l2cocc_ros.core.data.predictions import (gt_frames, load_ground_truth, prediction_path, read_prediction,
                                               write_prediction)
 from l2cocc_ros.core.metrics import SSCMetrics
+from l2cocc_ros import exit_codes
 
 __all__ = ["score_predictions", "evaluate_model", "results_dict", "main"]
-
-logger = logging.getLogger(__name__)
 
 def score_predictions(dataset: Path, predictions: Path, sequences: Sequence[str], *, table: Optional[ClassTable] = None,
                       progress: bool = True) -> SSCMetrics:
@@ -165,14 +164,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             dataset = _build_dataset(args, cfg)
             metrics = evaluate_model(model, dataset, device=args.device, write_to=args.write_predictions,
                                      table=table, limit=args.limit, progress=progress)
-    except (FileNotFoundError, ValueError) as exc:
+    except FileNotFoundError as exc:  # ground truth or predictions missing: listed before scoring
         print(f"l2cocc eval: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.USAGE
+    except ValueError as exc:
+        print(f"l2cocc eval: error: {exc}", file=sys.stderr)
+        return exit_codes.FAILED
     if args.json:
         print(json.dumps(results_dict(metrics, table.names), indent=2))
     else:
         print(metrics.table(list(table.names)))
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

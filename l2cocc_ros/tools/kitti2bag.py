@@ -33,6 +33,7 @@ from l2cocc_ros.core.data import kitti_io
 from l2cocc_ros.core.data.bag_layout import DEFAULT_START_S, BagNames, frame_stamp_ns
 from l2cocc_ros.core.stamps import ns_to_tuple
 from l2cocc_ros.core.transforms import invert_transform, quaternion_from_matrix
+from l2cocc_ros import exit_codes
 
 __all__ = ["BagSummary", "convert_sequence", "stereo_rig", "main"]
 
@@ -289,13 +290,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         summary = convert_sequence(args.dataset, args.sequence, args.out, frames=args.frames, storage=args.storage,
                                    names=names, start_s=args.start, progress=True)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError) as exc:  # a missing input or an existing output
         print(f"l2cocc kitti2bag: error: {exc} (nothing written to {args.out})", file=sys.stderr)
-        return 1
+        return exit_codes.USAGE
+    except ValueError as exc:  # bad data met while converting
+        print(f"l2cocc kitti2bag: error: {exc} (nothing written to {args.out})", file=sys.stderr)
+        return exit_codes.FAILED
     for topic, n in sorted(summary.counts.items()):
         print(f"{topic:45s} {n:6d}")
     print(f"wrote {summary.path} ({len(summary.frames)} frames)")
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

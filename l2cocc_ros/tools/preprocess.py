@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from l2cocc_ros.core.data.prepare import preprocess_kitti360_labels, preprocess_labels, preprocess_stereo
+from l2cocc_ros import exit_codes
 
 __all__ = ["main"]
 
@@ -98,10 +99,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                                         overwrite=args.overwrite, progress=progress)
     except (FileNotFoundError, ValueError) as exc:
         print(f"l2cocc preprocess: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.USAGE
     print(f"{args.what}: wrote {len(summary.written)} frame(s), skipped {len(summary.skipped)} already complete, "
           f"under {args.out}")
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from l2cocc_ros import exit_codes
 from l2cocc_ros.core.classes import class_table
 from l2cocc_ros.tools.rendering import load_labels, render_grid
 
@@ -39,14 +40,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = class_table(args.dataset)
     missing = [str(p) for p in (args.input, args.gt, args.invalid, args.gt_invalid) if p is not None and not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"not found: {', '.join(missing)}")
+        print(f"l2cocc render: error: not found: {', '.join(missing)}", file=sys.stderr)
+        return exit_codes.USAGE
     labels = load_labels(args.input, table, args.invalid)
     gt = load_labels(args.gt, table, args.gt_invalid) if args.gt else None
     title = args.title or (f"{args.input.name}  vs  ground truth {args.gt.name}" if gt is not None else args.input.name)
     out = args.output or args.input.with_suffix(".png")
     render_grid(labels, table, title=title, gt=gt, panel_height=args.panel_height).save(out)
     logger.info("wrote %s", out)
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

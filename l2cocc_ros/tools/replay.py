@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from l2cocc_ros.core.stamps import ns_to_tuple
+from l2cocc_ros import exit_codes
 
 __all__ = ["BagError", "ReplayStats", "Salvage", "open_bag", "message_class", "salvage", "replay", "main"]
 
@@ -401,16 +402,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         stats = replay(args.bag, rate=args.rate, clock=args.clock, topics=args.topics, wait_for=args.wait_for,
                        wait_timeout_s=args.wait_timeout)
-    except (BagError, ValueError) as exc:
+    except (BagError, ValueError) as exc:  # the bag cannot be opened at all
         print(f"l2cocc replay: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.USAGE
     for topic, n in sorted(stats.published.items()):
         print(f"{topic:45s} {n:6d}")
     print(f"played {sum(stats.published.values())} messages in {stats.duration_s:.1f} s")
     if stats.error:
         print(f"l2cocc replay: error: {stats.error}", file=sys.stderr)
-        return 1
-    return 0
+        return exit_codes.FAILED
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from l2cocc_ros.core.data.bag_layout import DEFAULT_START_S, BagNames, frame_sta
 from l2cocc_ros.core.data.predictions import load_ground_truth, write_prediction
 from l2cocc_ros.core.metrics import SSCMetrics
 from l2cocc_ros.core.stamps import stamp_to_ns
+from l2cocc_ros import exit_codes
 
 __all__ = ["FrameScore", "Scorer", "cdr_header_stamp_ns", "main"]
 
@@ -205,7 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         scorer = Scorer(args.dataset, args.sequence, args.out, args.start)
     except (FileNotFoundError, ValueError) as exc:
         print(f"l2cocc score: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.USAGE
     try:
         run_live(scorer, args.grid_topic, args.image_topic, expected_frames=args.frames,
                  idle_timeout_s=args.idle_timeout, timeout_s=args.timeout)
@@ -217,7 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))
-    return 0 if summary["frames"] else 1
+    return exit_codes.OK if summary["frames"] else exit_codes.FAILED
 
 
 if __name__ == "__main__":

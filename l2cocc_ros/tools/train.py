@@ -26,11 +26,13 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from l2cocc_ros import exit_codes
 from l2cocc_ros.core.data.training_sets import DEFAULT_TRAIN, DEFAULT_VAL, experiment_from_spec, make_dataset
 
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger(__name__)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="l2cocc train", description=__doc__.split("\n")[0],
@@ -92,14 +94,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         val_set = make_dataset(cfg, args.data, val_seqs, train=False, **common) if val_seqs else None
     except (ValueError, FileNotFoundError) as exc:
         print(f"l2cocc train: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     from l2cocc_ros.core.data.check import check_dataset
 
     problems = check_dataset(train_set) + (check_dataset(val_set) if val_set is not None else [])
     if problems:  # before the first step, not at frame 9,000
         more = f" (and {len(problems) - 1} more; 'l2cocc check-data' lists them)" if len(problems) > 1 else ""
         print(f"l2cocc train: error: bad dataset file {problems[0]}{more}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
@@ -113,19 +115,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                               progress_bar=not args.no_progress, seed=args.seed)
     except (FileNotFoundError, CheckpointError) as exc:
         print(f"l2cocc train: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     except (ValueError, OSError) as exc:  # a file that passed the check but fails to read (a data-loader worker
         # re-raises it with the worker's traceback in the text: its last line is the reader's message)
         lines = [line for line in str(exc).splitlines() if line.strip()]
         print(f"l2cocc train: error: {lines[-1] if lines else type(exc).__name__}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     scores = getattr(system, "last_val_scores", None)
     if trainer.is_global_zero:
         summary = f"finished at step {trainer.global_step}"
         if scores is not None:
             summary += f": val IoU {100 * scores['iou']:.2f}  mIoU {100 * scores['miou']:.2f}"
         print(summary)
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

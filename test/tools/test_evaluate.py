@@ -94,10 +94,10 @@ def test_scores_match_official_pipeline(fake, capsys):
 
 
 def test_missing_predictions_listed(fake, tmp_path, capsys):
-    assert evaluate.main(["-d", str(fake["root"]), "-p", str(tmp_path), "-s", "08", "--no-progress"]) == 1
+    assert evaluate.main(["-d", str(fake["root"]), "-p", str(tmp_path), "-s", "08", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "2 prediction file(s) missing" in err and "sequences/08/predictions/000005.label" in err
-    assert evaluate.main(["-d", str(fake["root"]), "-p", str(tmp_path), "-s", "11", "--no-progress"]) == 1
+    assert evaluate.main(["-d", str(fake["root"]), "-p", str(tmp_path), "-s", "11", "--no-progress"]) == 2
     assert "sequences/11/voxels" in capsys.readouterr().err
 
 

@@ -100,10 +100,10 @@ def test_errors_name_the_problem(tmp_path, capsys):
     (root / "sequences/08/image_3/000001.png").unlink()
     with pytest.raises(FileNotFoundError, match="000001.png"):
         convert_sequence(root, "08", tmp_path / "bag1")
-    assert main(["-d", str(root), "-s", "09", "-o", str(tmp_path / "bag2")]) == 1
+    assert main(["-d", str(root), "-s", "09", "-o", str(tmp_path / "bag2")]) == 2  # missing input: usage
     assert "sequences/09" in capsys.readouterr().err
     assert main(["-d", str(root), "-s", "08", "-o", str(tmp_path / "bag3"), "-f", "0"]) == 0
-    assert main(["-d", str(root), "-s", "08", "-o", str(tmp_path / "bag3"), "-f", "0"]) == 1
+    assert main(["-d", str(root), "-s", "08", "-o", str(tmp_path / "bag3"), "-f", "0"]) == 2  # output exists
     assert "already exists" in capsys.readouterr().err
 
 

@@ -86,9 +86,9 @@ def test_kitti360_labels_from_sscbench(tmp_path):
 
 
 def test_errors(tmp_path, capsys):
-    assert preprocess.main(["labels", "-d", str(tmp_path / "nothing"), "-o", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert preprocess.main(["labels", "-d", str(tmp_path / "nothing"), "-o", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "no sequences folder" in capsys.readouterr().err
-    assert preprocess.main(["stereo", "-d", str(tmp_path), "-o", str(tmp_path / "o"), "-s", "42", "--no-progress"]) == 1
+    assert preprocess.main(["stereo", "-d", str(tmp_path), "-o", str(tmp_path / "o"), "-s", "42", "--no-progress"]) == 2
     assert "sequences/42/voxels" in capsys.readouterr().err
 
 
@@ -145,7 +145,7 @@ def test_msnet3d_depth_files_in_the_layout_the_readers_take(tmp_path, capsys):
     torch.save({"epoch": 0, "model": {f"module.{k}": v for k, v in weight_rule_state_dict("msnet3d").items()}},
                weights)
     args = ["stereo", "-d", str(root), "-o", str(out), "--backend", "msnet3d", "--no-progress"]
-    assert preprocess.main(args) == 1  # no weights: a one-line error that says where the file comes from
+    assert preprocess.main(args) == 2  # no weights: a one-line error that says where the file comes from
     assert "MSNet3D_SF_DS_KITTI2015.ckpt" in capsys.readouterr().err
     assert preprocess.main(args + ["--weights", str(weights)]) == 0
     assert "wrote 1 frame(s)" in capsys.readouterr().out

@@ -85,7 +85,7 @@ def test_missing_and_corrupt_bags(tmp_path, capsys):
     mcap.write_bytes(data[: len(data) // 3])  # truncated mid-way
     assert main([str(bag), "--rate", "50"]) == 1
     assert "error" in capsys.readouterr().err
-    assert main([str(tmp_path / "nope")]) == 1
+    assert main([str(tmp_path / "nope")]) == 2  # no bag there: refused before playing
 
 
 def _all_messages(bag):

@@ -22,7 +22,6 @@ All files are little-endian, as written by the KITTI tools.
 from __future__ import annotations
 
 import io
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -53,8 +52,6 @@ __all__ = [
     "write_npy",
     "atomic_write_bytes",
 ]
-
-logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 VOXEL_DIMS: Tuple[int, int, int] = (256, 256, 32)

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional, Tuple
 
 import numpy as np
@@ -18,8 +17,6 @@ from ..classes import EMPTY, IGNORE, ClassTable, semantic_kitti
 from ..grid import SEMANTIC_KITTI_GRID
 
 __all__ = ["ssc_target_from_raw", "downsample_labels", "make_targets"]
-
-logger = logging.getLogger(__name__)
 
 
 def ssc_target_from_raw(

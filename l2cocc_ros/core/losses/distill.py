@@ -16,7 +16,6 @@ n_voxels * n_channels. Teacher tensors are always detached. Inputs are the model
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
@@ -34,8 +33,6 @@ __all__ = [
     "feature_pairs",
     "distill_losses",
 ]
-
-logger = logging.getLogger(__name__)
 
 PLANES = ("xy", "yz", "zx")
 """Order of the TPV planes in ``feats['tpv_backbone']`` / ``feats['tpv_neck']``."""

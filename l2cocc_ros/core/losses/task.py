@@ -13,7 +13,6 @@ our own. Shapes: logits (B, C, X, Y, Z), target (B, X, Y, Z) long with 255 = ign
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -32,8 +31,6 @@ __all__ = [
     "depth_kl_loss",
     "task_losses",
 ]
-
-logger = logging.getLogger(__name__)
 
 DEPTH_TARGET_MODES = ("original", "corrected")
 """``original``: the authors' Gaussian (mean d/0.5, std 1, edges in metres -> peak at 2*d);
@@ -262,7 +259,6 @@ def depth_kl_loss(depth_prob: torch.Tensor, lidar_depth: torch.Tensor,
     log_p = torch.log(rows[used] + prob_eps)
     kl = torch.xlogy(target, target) - target * log_p
     return kl.sum() / target.shape[0]
-
 
 
 def task_losses(out: Mapping[str, torch.Tensor], target: torch.Tensor, cfg: object, *,

@@ -13,7 +13,6 @@ docs/model.md §3.4. Names follow the authors' ``GeometryDepth_Net`` (StudyingFu
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence, Tuple
 
 import torch
@@ -24,8 +23,6 @@ from .ops import DeformConv2dPack, NeighborhoodCrossAttention2D
 
 __all__ = ["GeometryDepthNet", "MonoDepthNet", "StereoVolumeEncoder", "DepthAggregation",
            "stereo_depth_to_onehot", "get_mlp_input"]
-
-logger = logging.getLogger(__name__)
 
 
 def get_mlp_input(rot: Tensor, tran: Tensor, intrin: Tensor, post_rot: Tensor, post_tran: Tensor,

@@ -7,7 +7,6 @@ building that (heads, C/heads, D, H, W) volume.
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import Sequence, Tuple
 
@@ -19,8 +18,6 @@ from .voxel_proposal import make_image_grid
 
 __all__ = ["dfa3d_sample", "MSDeformableAttention3D_DFA3D", "DeformCrossAttention_DFA3D", "EVTFFN",
            "VoxFormerLayer", "VoxFormerEncoder", "PerceptionTransformer_DFA3D", "VoxFormerHead_Tiny"]
-
-logger = logging.getLogger(__name__)
 
 
 def dfa3d_sample(value: Tensor, depth: Tensor, loc: Tensor, attn: Tensor, hw: Tuple[int, int],

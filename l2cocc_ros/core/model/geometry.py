@@ -11,7 +11,6 @@ truncation agree to the last bit wherever float32 allows.
 """
 from __future__ import annotations
 
-import logging
 from typing import NamedTuple, Tuple
 
 import torch
@@ -20,8 +19,6 @@ from torch import Tensor
 from l2cocc_ros.core.grid import SEMANTIC_KITTI_GRID
 
 __all__ = ["PC_RANGE", "CamParams", "cam_params", "image_to_lidar", "lidar_to_image"]
-
-logger = logging.getLogger(__name__)
 
 #: SemanticKITTI / SSCBench point-cloud range (x_min, y_min, z_min, x_max, y_max, z_max) in metres, from the
 #: grid spec (``GridSpec.upper`` rounds to the original configs' literals, so float32 results stay identical)

@@ -8,7 +8,6 @@ and mmdet3d's ``SECONDFPN`` in StudyingFuFu/L2COcc, so released checkpoints load
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import List, NamedTuple, Sequence, Tuple
 
@@ -19,8 +18,6 @@ from torch import Tensor, nn
 
 __all__ = ["BlockSetting", "EFFICIENTNET_B_STAGES", "EFFICIENTNET_ARCHS", "Conv2dAdaptivePadding", "EfficientNet",
            "SECONDFPN", "make_divisible", "scale_stages"]
-
-logger = logging.getLogger(__name__)
 
 
 class BlockSetting(NamedTuple):

@@ -5,7 +5,6 @@ at a time and scattered with ``index_add``, so the (C, D*H*W) lifted tensor is n
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence, Tuple
 
 import torch
@@ -14,8 +13,6 @@ from torch import Tensor, nn
 from .geometry import PC_RANGE, cam_params, image_to_lidar
 
 __all__ = ["ViewTransformerLSS"]
-
-logger = logging.getLogger(__name__)
 
 
 class ViewTransformerLSS(nn.Module):

@@ -12,7 +12,6 @@ Both are written from the semantics in the docs/model.md (§3.4, §11) and the a
 """
 from __future__ import annotations
 
-import logging
 from typing import Tuple
 
 import torch
@@ -24,8 +23,6 @@ __all__ = [
     "neighborhood_attention_2d",
     "NeighborhoodCrossAttention2D",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 def _pair(v) -> Tuple[int, int]:

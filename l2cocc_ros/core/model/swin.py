@@ -7,7 +7,6 @@ LayerNorms ``norm1..norm3`` on stages 1-3 (before their merging).
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
@@ -16,8 +15,6 @@ from torch import Tensor, nn
 
 __all__ = ["DropPath", "WindowMSA", "ShiftWindowMSA", "SwinBlock", "PatchMerging", "PatchEmbed", "SwinTPV",
            "convert_official_swin"]
-
-logger = logging.getLogger(__name__)
 
 
 class DropPath(nn.Module):

@@ -5,7 +5,6 @@ initialisation (Kaiming normal, fan_out; norm weight 1, bias 0).
 """
 from __future__ import annotations
 
-import logging
 from typing import List, Optional, Sequence
 
 import torch
@@ -13,8 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["ConvNormAct", "BasicBlock3D", "CustomResNet3D", "GeneralizedLSSFPN"]
-
-logger = logging.getLogger(__name__)
 
 
 class ConvNormAct(nn.Module):

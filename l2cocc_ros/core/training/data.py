@@ -16,7 +16,6 @@ per GPU only (docs/model.md §12.1); DDP gives the global batch.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict, List, Mapping, Optional
 
 import lightning as L
@@ -26,8 +25,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = ["UNBATCHED_KEYS", "collate_single", "batch_to_device", "L2COccDataModule"]
-
-logger = logging.getLogger(__name__)
 
 UNBATCHED_KEYS = frozenset({"points"})
 """Input keys the model takes without a batch dimension."""
