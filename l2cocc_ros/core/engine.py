@@ -125,7 +125,8 @@ class InferenceEngine:
         model: a model from ``build_model(cfg)`` (weights loaded); it is put in eval mode on ``device``.
         cfg: its model config (variant, image size, grid).
         device: "auto", "cpu", "cuda" or "cuda:N".
-        stereo_backend: depth from the stereo pair (camera variants); default SGBM with KITTI settings.
+        stereo_backend: depth from the stereo pair (camera variants); default SGBM with KITTI settings. It is
+            moved to ``device`` (:meth:`~l2cocc_ros.core.stereo.StereoBackend.to`).
         precision: "fp32", "fp16" or "bf16" (autocast, used on CUDA only; CPU always runs fp32).
         with_confidence: also return the softmax probability of each label.
         resample: PIL resampling of the image resize ("bicubic" as the original).
@@ -183,7 +184,8 @@ class InferenceEngine:
         self.cuda_graphs = bool(cuda_graphs)
         if self.cuda_graphs:
             capture_static_stages(self.model, mode="reduce-overhead")
-        self.stereo = stereo_backend if stereo_backend is not None else get_stereo_backend("sgbm")
+        # the stereo backend runs on the model's device: its depth tensor goes to the model without a host copy
+        self.stereo = (stereo_backend if stereo_backend is not None else get_stereo_backend("sgbm")).to(self.device)
         self.precision = precision
         self.with_confidence = bool(with_confidence)
         self.resample = resample
@@ -305,18 +307,22 @@ class InferenceEngine:
 
     def _camera_inputs(self, frame: StereoFrame, timings: Dict[str, float]) -> Dict[str, torch.Tensor]:
         t0 = time.perf_counter()
-        depth = self.stereo.compute(frame.left, frame.right, frame.focal_px, frame.baseline_m)  # metres, 0 = invalid
+        # (H, W) metres, 0 = invalid, on the engine's device
+        depth = self.stereo.depth(frame.left, frame.right, frame.focal_px, frame.baseline_m)
+        if self.device.type == "cuda":  # account the device work to this stage
+            torch.cuda.synchronize(self.device)
         timings["stereo"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         if self.device_preprocess:
             inputs = self._device_camera_inputs(frame.left, frame.P_left, depth, frame.T_grid_from_camera)
         else:
-            inputs, _ = build_camera_inputs(frame.left, frame.P_left, self.cfg.image_size, stereo_depth=depth,
-                                            T_grid_from_cam=frame.T_grid_from_camera, resample=self.resample)
+            inputs, _ = build_camera_inputs(frame.left, frame.P_left, self.cfg.image_size,
+                                            stereo_depth=depth.cpu().numpy(), T_grid_from_cam=frame.T_grid_from_camera,
+                                            resample=self.resample)
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
         return inputs
 
-    def _device_camera_inputs(self, left: np.ndarray, p2: np.ndarray, depth: np.ndarray,
+    def _device_camera_inputs(self, left: np.ndarray, p2: np.ndarray, depth: torch.Tensor,
                               T: np.ndarray) -> Dict[str, torch.Tensor]:
         """As ``build_camera_inputs``, with the pixel work done on the engine's device."""
         rc = ResizeCrop.from_sizes(left.shape[:2], self.cfg.image_size, self.resample)
@@ -324,7 +330,7 @@ class InferenceEngine:
         if resizer is None:
             resizer = self._resizers[rc.orig_hw] = DeviceResizeCrop(rc, self.device)
         image = torch.from_numpy(np.ascontiguousarray(left)).to(self.device, non_blocking=True).permute(2, 0, 1)
-        inputs = resizer.inputs(image, torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)))
+        inputs = resizer.inputs(image, depth)
         inputs.update(camera_geometry(p2, rc, T_grid_from_cam=T).as_tensors())
         if self.device.type == "cuda":  # account the device work to this stage
             torch.cuda.synchronize(self.device)

@@ -6,7 +6,9 @@
   it reads SSCBench's ``DIR/<seq>/<id>_1_1.npy`` instead and adds the missing ``_1_2``.
 * ``l2cocc preprocess stereo --dataset ROOT --out DEPTH [--backend sgbm]`` writes
   ``DEPTH/sequences/<seq>/<id>.npy`` (float32 metres at the original image size, 0 = invalid) from the
-  rectified pair and the calibration (f = P2[0,0], b from P2/P3).
+  rectified pair and the calibration (f = P2[0,0], b from P2/P3). ``--backend msnet3d --weights
+  MSNet3D_SF_DS_KITTI2015.ckpt`` writes the maps the released models were trained on (VoxFormer's
+  ``image2depth``: depth = 0.54 m * fx / disp, ``--baseline calibrated`` for the rig's baseline).
 
 Both are resumable: a frame whose outputs already exist and load with the right shape is skipped, and
 every file is written to a temporary name and renamed, so a killed run leaves no partial file.
@@ -209,7 +211,11 @@ def _backend_from_args(args: argparse.Namespace):
     if args.backend == "sgbm":
         kw = dict(num_disparities=args.num_disparities, block_size=args.block_size, mode=args.mode,
                   downscale=args.downscale)
-    return get_stereo_backend(args.backend, **kw)
+    elif args.backend.startswith("msnet"):
+        # an explicit --focal-baseline is the product to use, so the backend must not put 0.54 m in its place
+        baseline = "calibrated" if args.focal_baseline is not None else args.baseline
+        kw = dict(weights=args.weights, baseline=baseline)
+    return get_stereo_backend(args.backend, **kw).to(args.device)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -238,6 +244,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ste.add_argument("--block-size", type=int, default=5, help="SGBM block size")
     ste.add_argument("--mode", default="sgbm_3way", choices=("sgbm", "sgbm_3way", "hh", "hh4"), help="SGBM mode")
     ste.add_argument("--downscale", type=int, default=1, help="SGBM image downscale factor")
+    ste.add_argument("--weights", default=None,
+                     help="msnet3d/msnet2d weights (MSNet3D_SF_DS_KITTI2015.ckpt from the VoxFormer or CGFormer "
+                          "repository, preprocess/mobilestereonet/)")
+    ste.add_argument("--baseline", default="nominal", choices=("nominal", "calibrated"),
+                     help="msnet: depth = 0.54 m * fx / disp as VoxFormer made the released models' maps (nominal), "
+                          "or the calibration's baseline")
+    ste.add_argument("--device", default="cpu", help="torch device of the stereo backend (cpu, cuda, cuda:N)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     progress = not args.no_progress

@@ -121,3 +121,43 @@ def test_kitti360_stereo_uses_fixed_calibration(tmp_path):
                             "--no-progress"]) == 0
     depth2 = np.load(tmp_path / "fb" / "sequences" / seq / "000003.npy")
     np.testing.assert_allclose(depth2[valid], depth[valid] * 331.532557 / 328.318735, rtol=1e-5)
+
+
+def test_msnet3d_depth_files_in_the_layout_the_readers_take(tmp_path, capsys):
+    """``--backend msnet3d --weights F`` on a synthetic sequence: float32 depth of the image size under
+    sequences/<seq>/<id>.npy, 0.54 m * fx / disp, read back by the training/eval dataset (weights: the
+    deterministic reference rule written in the official checkpoint layout; not a depth estimator)."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from msnet_refutil import weight_rule_state_dict
+
+    from l2cocc_ros.core.config import get_preset
+    from l2cocc_ros.core.data.semantic_kitti import read_rgb
+    from l2cocc_ros.core.data.synth import SynthConfig, write_sequence
+    from l2cocc_ros.core.stereo import get_stereo_backend
+    from l2cocc_ros.tools.train import make_dataset
+
+    root, out, weights = tmp_path / "synth", tmp_path / "depth", tmp_path / "MSNet3D_rule.ckpt"
+    seq = write_sequence(root, "08", frames=1, seed=3,
+                         config=SynthConfig(width=320, height=96, lidar_azimuth_steps=256, accumulate_offsets=()))
+    torch.save({"epoch": 0, "model": {f"module.{k}": v for k, v in weight_rule_state_dict("msnet3d").items()}},
+               weights)
+    args = ["stereo", "-d", str(root), "-o", str(out), "--backend", "msnet3d", "--no-progress"]
+    assert preprocess.main(args) == 1  # no weights: a one-line error that says where the file comes from
+    assert "MSNet3D_SF_DS_KITTI2015.ckpt" in capsys.readouterr().err
+    assert preprocess.main(args + ["--weights", str(weights)]) == 0
+    assert "wrote 1 frame(s)" in capsys.readouterr().out
+    depth = np.load(out / "sequences" / "08" / "000000.npy")
+    assert depth.dtype == np.float32 and depth.shape == (96, 320) and (depth > 0).all()
+    calib = kitti_io.read_calib(seq / "calib.txt", ("P2", "P3"))
+    left, right = (read_rgb(seq / d / "000000.png") for d in ("image_2", "image_3"))
+    disp = get_stereo_backend("msnet3d", weights=str(weights)).disparity(left, right).numpy()
+    np.testing.assert_array_equal(depth, np.float32(0.54 * calib["P2"][0, 0]) / disp)
+
+    cfg = get_preset("tiny_l2cocc_c")
+    ds = make_dataset(cfg, str(root), ["08"], labels=None, stereo=str(out), stereo_backend="sgbm", train=False)
+    sample = ds[0]
+    got = sample["inputs"]["stereo_depth"].numpy().reshape(tuple(cfg.model.image_size))
+    assert got.shape == (96, 320) and np.abs(got - depth).max() < 1e-3 * depth.max()
+
