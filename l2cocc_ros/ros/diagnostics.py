@@ -195,7 +195,8 @@ class NodeStatus:
         values = {**self.snapshot(), **(extra or {})}
         status = DiagnosticStatus(level=bytes([level]), name=name, message=clip_text(message, 2 * MAX_TEXT_CHARS),
                                   hardware_id=hardware_id,
-                                  values=[KeyValue(key=clip_text(k, 100), value=clip_text(v)) for k, v in values.items()])
+                                  values=[KeyValue(key=clip_text(k, 100), value=clip_text(v))
+                                          for k, v in values.items()])
         arr = DiagnosticArray(status=[status])
         arr.header.stamp = stamp
         return arr
