@@ -132,8 +132,8 @@ def run_cases(cases: Sequence[str], device: str = "cpu", runs: int = 5) -> List[
 
 def format_table(rows: Sequence[Dict[str, object]]) -> str:
     """Markdown table of ``run_cases`` rows."""
-    lines = ["| backend | image (HxW) | device | p50 [ms] | p90 [ms] | runs | peak memory [MB] | added by the runs [MB] "
-             "| GFLOPs (counted) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| backend | image (HxW) | device | p50 [ms] | p90 [ms] | runs | peak memory [MB] "
+             "| added by the runs [MB] | GFLOPs (counted) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         name, size = str(r["case"]).split(":")
         if "error" in r:

@@ -11,10 +11,9 @@ weights here).
     python bench/stereo_quality.py                         # 4 worlds x 2 frames at 620x188
     python bench/stereo_quality.py --seeds 1 2 --frames 0 --width 1241 --height 376
 
-With ``--checkpoint CKPT`` it also scores a trained camera model on the held-out synthetic sequence of the
-README's training runs (sequence 08, world seed 99, frames 0/15/30 at 1241x376) fed (a) the rendered true
-depth, (b) SGBM, (c) torch_census depth maps (``l2cocc preprocess stereo`` with default options): completion
-IoU and mIoU as ``l2cocc eval``.
+With ``--checkpoint CKPT --bench runs/synth_bench`` it also scores a trained camera model on the held-out worlds
+of an ``l2cocc synth-benchmark`` folder fed (a) the rendered true depth, (b) SGBM (the benchmark's maps), (c)
+torch_census depth (default options): completion IoU and mIoU as ``l2cocc eval``.
 """
 from __future__ import annotations
 
@@ -65,36 +64,58 @@ def evaluate(seeds, frames, width: int, height: int, num_disparities: int) -> Di
     return out
 
 
-def occupancy(checkpoint: str, config: Optional[str], work: Path, seed: int = 99, frames=(0, 15, 30)
+def occupancy(checkpoint: str, config: Optional[str], bench: Path, work: Path, frames_per_world: Optional[int] = None
               ) -> Dict[str, Dict[str, float]]:
-    """IoU / mIoU of ``checkpoint`` on the held-out sequence for each depth source (true, sgbm, torch_census)."""
+    """IoU / mIoU of ``checkpoint`` on the held-out split of an ``l2cocc synth-benchmark`` folder, fed each depth
+    source: the rendered truth, SGBM (the benchmark's own ``stereo/`` maps, SGBM defaults) and torch_census.
+
+    Args:
+        checkpoint, config: the trained camera model (``config`` for files that carry no preset).
+        bench: the benchmark folder (``data/``, ``labels/``, ``stereo/``, ``manifest.json``).
+        work: where the true and census depth maps are written (resumable).
+        frames_per_world: only the first N held-out frames of each world.
+    """
+    import json
+
     from l2cocc_ros.core.checkpoint import load_model
     from l2cocc_ros.core.data import kitti_io
     from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset
-    from l2cocc_ros.core.data.synth import SynthConfig, SynthSequence, write_sequence
+    from l2cocc_ros.core.data.synth import SynthConfig, SynthSequence
+    from torch.utils.data import Subset
+
+    from l2cocc_ros.core.data.semantic_kitti import read_rgb
     from l2cocc_ros.core.stereo import get_stereo_backend
     from l2cocc_ros.tools.evaluate import evaluate_model, results_dict
-    from l2cocc_ros.tools.preprocess import preprocess_stereo
 
-    data = work / "data"
-    for start in frames:
-        if not (data / "sequences" / "08" / "voxels" / f"{start:06d}.label").is_file():
-            write_sequence(data, "08", frames=1, seed=seed, start=start, config=SynthConfig())
-    truth = work / "depth_true" / "sequences" / "08"
-    seq = SynthSequence(seed, SynthConfig())
-    for index in frames:
-        if not (truth / f"{index:06d}.npy").is_file():
-            kitti_io.write_npy(truth / f"{index:06d}.npy", seq.frame(index, voxels=False).depth.astype("float32"))
-    roots = {"true depth": work / "depth_true"}
-    for name in ("sgbm", "torch_census"):
-        roots[name] = work / f"depth_{name}"
-        preprocess_stereo(data, roots[name], ["08"], backend=get_stereo_backend(name), progress=False)
+    manifest = json.loads((bench / "manifest.json").read_text())
+    split = manifest["splits"]["heldout"]
+    width, height = manifest["image_size"]
+    ids = split["frame_ids"][:frames_per_world]
+    census = get_stereo_backend("torch_census")
+    roots = {"true depth": work / "depth_true", "sgbm": work / "depth_sgbm",
+             "torch_census": work / "depth_torch_census"}
+    for seq in split["sequences"]:
+        synth = SynthSequence(split["seeds"][seq], SynthConfig(width=width, height=height))
+        fx, baseline = synth.calib["P2"][0, 0], synth.config.baseline
+        for fid in ids:
+            paths = {k: r / "sequences" / seq / f"{fid}.npy" for k, r in roots.items()}
+            if not paths["true depth"].is_file():
+                kitti_io.write_npy(paths["true depth"], synth.frame(int(fid), voxels=False).depth.astype(np.float32))
+            if not paths["sgbm"].is_file():
+                kitti_io.write_npy(paths["sgbm"], np.load(bench / "stereo" / "sequences" / seq / f"{fid}.npy"))
+            if not paths["torch_census"].is_file():
+                img = bench / "data" / "sequences" / seq
+                left, right = (read_rgb(img / cam / f"{fid}.png") for cam in ("image_2", "image_3"))
+                depth = census.compute(left, right, fx, baseline)
+                kitti_io.write_npy(paths["torch_census"], depth)
+        print(f"  depth maps of sequence {seq} ready", file=sys.stderr)
     model, exp = load_model(checkpoint, config)
     out = {}
     for name, root in roots.items():
-        ds = SemanticKITTIDataset(data, ["08"], modalities="camera", stereo_root=root,
-                                  input_size=exp.model.image_size, lidar_depth=False)
-        res = results_dict(evaluate_model(model, ds, progress=False), ds.table.names)
+        ds = SemanticKITTIDataset(bench / "data", split["sequences"], modalities="camera", stereo_root=root,
+                                  labels_root=bench / "labels", input_size=exp.model.image_size, lidar_depth=False)
+        data = Subset(ds, [i for i, (_, fid) in enumerate(ds.frames) if fid in ids]) if frames_per_world else ds
+        res = results_dict(evaluate_model(model, data, table=ds.table, progress=False), ds.table.names)
         out[name] = {"iou": res["iou"], "miou": res["miou"], "frames": res["n_frames"]}
         print(f"  {name}: {out[name]}", file=sys.stderr)
     return out
@@ -109,12 +130,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--num-disparities", type=int, default=64, help="search range of both backends [px]")
     p.add_argument("--checkpoint", default=None, help="a trained camera model: also score the occupancy")
     p.add_argument("--config", default=None, help="its preset (for files that do not carry one)")
-    p.add_argument("--work", type=Path, default=Path("runs/stereo_quality"), help="folder for the held-out data")
+    p.add_argument("--bench", type=Path, default=Path("runs/synth_bench"), help="l2cocc synth-benchmark folder")
+    p.add_argument("--frames-per-world", type=int, default=None, help="only the first N held-out frames per world")
+    p.add_argument("--work", type=Path, default=Path("runs/stereo_quality"), help="folder for the depth maps")
     p.add_argument("--skip-disparity", action="store_true", help="only the occupancy table")
     args = p.parse_args(argv)
     if args.checkpoint:
-        occ = occupancy(args.checkpoint, args.config, args.work)
-        print(f"held-out synthetic sequence 08 (seed 99, frames 0/15/30, 1241x376), model {args.checkpoint}\n")
+        occ = occupancy(args.checkpoint, args.config, args.bench, args.work, args.frames_per_world)
+        print(f"held-out worlds of {args.bench} (synth-benchmark), model {args.checkpoint}\n")
         print("| depth fed to the model | IoU | mIoU | frames |")
         print("|---|---:|---:|---:|")
         for name, m in occ.items():

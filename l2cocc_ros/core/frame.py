@@ -104,7 +104,8 @@ class StereoFrame:
         left: (H, W, 3) uint8 RGB rectified left image (the reference camera).
         right: (H, W, 3) uint8 RGB rectified right image, same size.
         P_left: (3, 4) float64 rectified projection of the left image (a 3x3 K is taken as ``[K | 0]``);
-            finite, ``fx, fy > 0`` giving a field of view of 0.5 to 179 deg over the image. Its ``[:3, :3]`` are the intrinsics the stereo depth and the model use.
+            finite, ``fx, fy > 0`` giving a field of view of 0.5 to 179 deg over the image. Its ``[:3, :3]``
+            are the intrinsics the stereo depth and the model use.
         baseline_m: stereo baseline [m], > 0 (:func:`baseline_from_projections` gives it from P_left/P_right).
         T_grid_from_camera: (4, 4) float64 rigid transform from the left camera frame to the grid frame.
         stamp_ns: capture time [ns] (>= 0).

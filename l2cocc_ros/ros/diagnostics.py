@@ -8,7 +8,6 @@ grid transform is currently missing.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import Counter
@@ -19,8 +18,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from l2cocc_ros.ros.params import DiagnosticLimits
 
 __all__ = ["NodeStatus", "REJECTION_KINDS", "LogThrottle", "clip_text", "MAX_TEXT_CHARS"]
-
-_log = logging.getLogger(__name__)
 
 #: every kind of rejected input the node reports
 REJECTION_KINDS = ("encoding", "size_mismatch", "image_size", "camera_info", "pointcloud", "stamp", "stamp_jump_back",
@@ -198,7 +195,8 @@ class NodeStatus:
         values = {**self.snapshot(), **(extra or {})}
         status = DiagnosticStatus(level=bytes([level]), name=name, message=clip_text(message, 2 * MAX_TEXT_CHARS),
                                   hardware_id=hardware_id,
-                                  values=[KeyValue(key=clip_text(k, 100), value=clip_text(v)) for k, v in values.items()])
+                                  values=[KeyValue(key=clip_text(k, 100), value=clip_text(v))
+                                          for k, v in values.items()])
         arr = DiagnosticArray(status=[status])
         arr.header.stamp = stamp
         return arr

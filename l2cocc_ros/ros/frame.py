@@ -16,11 +16,11 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from l2cocc_ros.core.frame import Frame, FrameError, LidarFrame, StereoFrame
 from l2cocc_ros.core.grid import GridSpec
+from l2cocc_ros.core.stamps import stamp_to_ns
 from l2cocc_ros.core.transforms import transform_points
 from l2cocc_ros.ros.image import image_to_rgb, left_offset_note, stereo_calibration
 from l2cocc_ros.ros.pointcloud import read_xyzi
 from l2cocc_ros.ros.qos import SENSOR_QOS
-from l2cocc_ros.ros.sync import stamp_to_ns
 
 __all__ = ["InputRejected", "SyncedInputs", "input_topics", "frame_from_inputs", "Lookup"]
 

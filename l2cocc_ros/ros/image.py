@@ -7,7 +7,6 @@ CameraInfo ``p`` matrices (docs/interfaces.md, "Camera conventions") with the on
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional, Tuple
 
 import numpy as np
@@ -29,8 +28,6 @@ __all__ = [
     "left_offset_note",
     "stereo_calibration",
 ]
-
-_log = logging.getLogger(__name__)
 
 # encoding -> (dtype, channels)
 SUPPORTED_ENCODINGS = {

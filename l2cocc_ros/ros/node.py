@@ -25,18 +25,20 @@ from rclpy.node import Node
 from std_msgs.msg import Float64
 from visualization_msgs.msg import MarkerArray
 
+from l2cocc_ros import exit_codes
 from l2cocc_ros.core.checkpoint import SHIPPED_CAMERA_CHECKPOINT
 from l2cocc_ros.core.classes import class_table
 from l2cocc_ros.core.engine import InferenceEngine
+from l2cocc_ros.core.stamps import stamp_to_ns
 from l2cocc_ros.core.stereo import get_stereo_backend
 from l2cocc_ros.msg import SemanticVoxelGrid
 from l2cocc_ros.ros.diagnostics import NodeStatus, clip_text
-from l2cocc_ros.ros.grid_msg import grid_to_msg
 from l2cocc_ros.ros.frame import InputRejected, SyncedInputs, frame_from_inputs, input_topics
+from l2cocc_ros.ros.grid_msg import grid_to_msg
 from l2cocc_ros.ros.markers import MarkerEncoder, MarkerOptions
 from l2cocc_ros.ros.params import NodeConfig, declare_parameters, read_parameters
 from l2cocc_ros.ros.qos import OUTPUT_QOS
-from l2cocc_ros.ros.sync import make_synchronizer, stamp_to_ns
+from l2cocc_ros.ros.sync import make_synchronizer
 from l2cocc_ros.ros.tf import TfLookup, TransformUnavailable
 
 __all__ = ["L2COccNode", "main", "NODE_NAME"]
@@ -228,8 +230,7 @@ class L2COccNode(Node):
         self.get_logger().warning(f"time jumped back by {jump:.3f} s: resetting (sync queues, TF history)")
         self.status.resets += 1
         self.tf.clear_dynamic()
-        if self.sync is not None:
-            self.sync.reset()
+        self.sync.reset()
         self._last_stamp_ns = None
         return True
 
@@ -276,10 +277,9 @@ class L2COccNode(Node):
     def _publish_diagnostics(self) -> None:
         extra = {f"timing.{k}_ms": round(v, 2) for k, v in self.last_timings_ms.items()}
         extra["tf.ignored"] = self.tf.ignored
-        if self.sync is not None:
-            s = self.sync.stats
-            extra.update({"sync.dropped_overflow": s.dropped_overflow, "sync.dropped_stale": s.dropped_stale,
-                          "sync.emitted": s.emitted})
+        s = self.sync.stats
+        extra.update({"sync.dropped_overflow": s.dropped_overflow, "sync.dropped_stale": s.dropped_stale,
+                      "sync.emitted": s.emitted})
         self.diag_pub.publish(self.status.to_msg(self.get_clock().now().to_msg(), f"{self.get_name()}: perception",
                                                  self.get_fully_qualified_name(), extra))
 
@@ -305,7 +305,7 @@ def main(args: Optional[List[str]] = None) -> int:
     own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in own or "--help" in own:
         sys.stdout.write(USAGE)
-        return 0
+        return exit_codes.OK
     logging.basicConfig(level=logging.INFO)
     if "--params-file" not in argv:
         files = [str(CONFIG_DIR / "l2cocc_node.param.yaml"), str(CONFIG_DIR / "common.param.yaml")]
@@ -323,12 +323,12 @@ def main(args: Optional[List[str]] = None) -> int:
         pass
     except (ValueError, FileNotFoundError) as exc:
         logger.error("l2cocc_node cannot start: %s", exc)
-        return 2
+        return exit_codes.USAGE
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ everything at once and raises one ValueError naming every bad or missing paramet
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -29,8 +28,6 @@ __all__ = [
     "load_param_file",
     "declared_names",
 ]
-
-_log = logging.getLogger(__name__)
 
 
 class _Required:

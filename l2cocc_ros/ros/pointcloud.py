@@ -6,15 +6,12 @@ writing goes through one ``tobytes``.
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence, Tuple
 
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
 __all__ = ["dtype_from_fields", "read_points", "read_xyzi", "create_cloud", "create_cloud_xyzi", "XYZI_FIELDS"]
-
-_log = logging.getLogger(__name__)
 
 # PointField datatype -> numpy type
 _POINTFIELD_DTYPES = {

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from l2cocc_ros.core.stamps import stamp_to_ns
 from l2cocc_ros.core.transforms import make_transform, quaternion_from_matrix
 from l2cocc_ros.ros.diagnostics import LogThrottle, clip_text
 
@@ -31,7 +32,7 @@ __all__ = [
     "HAVE_TF2_ROS",
 ]
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 try:  # the real tf2 (vehicle); ours otherwise
     import tf2_ros as _tf2_ros
@@ -174,8 +175,8 @@ class TransformBuffer:
 
     def set_transform_msg(self, ts, *, static: bool) -> None:
         """Store a geometry_msgs/TransformStamped."""
-        stamp = int(ts.header.stamp.sec) * 1_000_000_000 + int(ts.header.stamp.nanosec)
-        self.set_transform(ts.header.frame_id, ts.child_frame_id, stamp, matrix_from_transform_msg(ts.transform),
+        self.set_transform(ts.header.frame_id, ts.child_frame_id, stamp_to_ns(ts.header.stamp),
+                           matrix_from_transform_msg(ts.transform),
                            static=static)
 
     def clear_dynamic(self) -> None:
@@ -314,7 +315,7 @@ class TransformListener:
                 suppressed = self._warnings.due()
                 if suppressed is not None:
                     more = f" ({suppressed} more ignored since the last warning)" if suppressed else ""
-                    _log.warning("ignoring TF on %s: %s%s", "/tf_static" if static else "/tf", exc, more)
+                    logger.warning("ignoring TF on %s: %s%s", "/tf_static" if static else "/tf", exc, more)
 
 
 class TfLookup:

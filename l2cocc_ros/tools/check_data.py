@@ -9,13 +9,12 @@ Exit codes: 0 = every file fine, 1 = bad or missing files (listed, one per line)
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import List, Optional
 
-__all__ = ["main"]
+from l2cocc_ros import exit_codes
 
-logger = logging.getLogger(__name__)
+__all__ = ["main"]
 
 MAX_LISTED = 50
 
@@ -37,19 +36,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     from l2cocc_ros.core.data.check import check_dataset
-    from l2cocc_ros.tools.train import DEFAULT_TRAIN, DEFAULT_VAL, _load_cfg, make_dataset
+    from l2cocc_ros.core.data.training_sets import DEFAULT_TRAIN, DEFAULT_VAL, experiment_from_spec, make_dataset
 
     try:
-        cfg = _load_cfg(args.config)
+        cfg = experiment_from_spec(args.config)
         seqs = args.sequences or DEFAULT_TRAIN[cfg.model.dataset] + DEFAULT_VAL[cfg.model.dataset]
         dataset = make_dataset(cfg, args.data, seqs, labels=args.labels, stereo=args.stereo, stereo_backend="sgbm",
                                train=False)
     except FileNotFoundError as exc:  # missing files are a finding, listed by the dataset
         print(f"l2cocc check-data: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     except ValueError as exc:
         print(f"l2cocc check-data: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     problems = check_dataset(dataset, full=args.full, progress=not args.no_progress)
     for line in problems[:MAX_LISTED]:
         print(line)
@@ -58,9 +57,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     n = len(dataset)
     if problems:
         print(f"l2cocc check-data: {len(problems)} bad file(s) in {n} frames of {' '.join(seqs)}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     print(f"OK: {n} frames of {' '.join(seqs)}, every file readable{' and decoded' if args.full else ''}")
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

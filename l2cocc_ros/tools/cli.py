@@ -8,6 +8,8 @@ import importlib
 import sys
 from typing import List, Optional
 
+from l2cocc_ros import exit_codes
+
 __all__ = ["COMMANDS", "main"]
 
 # name -> (module, one-line help)
@@ -43,11 +45,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
-        return 0
+        return exit_codes.OK
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"l2cocc: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from l2cocc_ros import exit_codes
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CHECKPOINT = REPO / "l2cocc_ros" / "checkpoints" / "tiny_l2cocc_l.pt"
 
@@ -50,16 +52,18 @@ def _ensure_dataset(root: Path, frames: int, seed: int, width: int, height: int)
 
 
 def _ensure_bag(root: Path, bag: Path, rewrite: bool) -> None:
-    from l2cocc_ros.tools.kitti2bag import convert_sequence
-
+    """``l2cocc kitti2bag`` of the sequence (as its own process, like the other tools of the demo)."""
     if bag.exists() and not rewrite:
         return
     if bag.exists():
         import shutil
 
         shutil.rmtree(bag)
-    summary = convert_sequence(root, "08", bag)
-    print(f"[demo] wrote bag {bag} ({len(summary.frames)} frames)", flush=True)
+    proc = subprocess.run(_python("l2cocc_ros.tools.kitti2bag", "-d", str(root), "-s", "08", "-o", str(bag)),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"l2cocc kitti2bag failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    print(f"[demo] {proc.stdout.strip().splitlines()[-1]}", flush=True)
 
 
 def _checkpoint_meta(checkpoint: Path) -> Dict[str, str]:
@@ -87,7 +91,7 @@ def _node_and_replay_commands(checkpoint: Path, meta: Dict[str, str], bag: Path,
                               rate: float) -> Tuple[List[str], List[str]]:
     """The node's command (its inputs remapped to the bag's topics) and the replay's, which waits until
     every one of those inputs has a subscriber: a set played before the node listens is lost uncounted."""
-    from l2cocc_ros.tools.kitti2bag import BagNames
+    from l2cocc_ros.core.data.bag_layout import BagNames
 
     names = BagNames()
     inputs = {"left/image": names.left_image, "left/camera_info": names.left_info,
@@ -163,8 +167,8 @@ def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, 
 
 def _render(data: Path, pred: Path, out: Path, summary: Dict[str, object], count: int) -> List[str]:
     from l2cocc_ros.core.classes import semantic_kitti
-    from l2cocc_ros.tools.evaluate import load_ground_truth, read_prediction
-    from l2cocc_ros.tools.render import render_grid
+    from l2cocc_ros.core.data.predictions import load_ground_truth, read_prediction
+    from l2cocc_ros.tools.rendering import render_grid
 
     table = semantic_kitti()
     files = sorted((pred / "sequences" / "08" / "predictions").glob("*.label"))
@@ -211,12 +215,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                            timeout_s=args.timeout)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"make demo: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     print(_table(summary))
     for path in summary["renders"]:
         print(f"render: {path}")
     print(f"[demo] done in {time.monotonic() - t0:.0f} s; predictions in {args.out / 'predictions'}")
-    return 0 if summary["frames"] > 0 else 1
+    return exit_codes.OK if summary["frames"] > 0 else exit_codes.FAILED
 
 
 if __name__ == "__main__":

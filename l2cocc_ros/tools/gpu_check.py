@@ -150,7 +150,7 @@ def train_step(preset: str, device: str, steps: int = 2) -> Dict[str, object]:
     """
     import torch
 
-    from l2cocc_ros.core.camera import build_camera_inputs
+    from l2cocc_ros.core.preprocess import build_camera_inputs
     from l2cocc_ros.core.config import get_preset
     from l2cocc_ros.core.training import L2COccSystem, build_optimizer
 

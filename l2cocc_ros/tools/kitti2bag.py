@@ -30,31 +30,14 @@ import cv2
 import numpy as np
 
 from l2cocc_ros.core.data import kitti_io
+from l2cocc_ros.core.data.bag_layout import DEFAULT_START_S, BagNames, frame_stamp_ns
+from l2cocc_ros.core.stamps import ns_to_tuple
 from l2cocc_ros.core.transforms import invert_transform, quaternion_from_matrix
+from l2cocc_ros import exit_codes
 
-__all__ = ["BagNames", "BagSummary", "convert_sequence", "frame_stamp_ns", "stereo_rig", "main"]
+__all__ = ["BagSummary", "convert_sequence", "stereo_rig", "main"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_START_S = 1.0  # stamp 0 means "latest" to TF, so KITTI's times (from 0.0) are shifted by this
-
-
-@dataclass(frozen=True)
-class BagNames:
-    """Topic and frame names of a KITTI bag (the de-facto convention by default)."""
-
-    left_image: str = "/kitti/camera_color_left/image_raw"
-    left_info: str = "/kitti/camera_color_left/camera_info"
-    right_image: str = "/kitti/camera_color_right/image_raw"
-    right_info: str = "/kitti/camera_color_right/camera_info"
-    pointcloud: str = "/kitti/velodyne_points"
-    world_frame: str = "world"
-    base_frame: str = "base_link"
-    velodyne_frame: str = "velodyne"
-    cam0_frame: str = "camera_gray_left"
-    left_frame: str = "camera_color_left"
-    right_frame: str = "camera_color_right"
-
 
 @dataclass(frozen=True)
 class BagSummary:
@@ -64,11 +47,6 @@ class BagSummary:
     frames: List[int]
     stamps_ns: List[int]
     counts: Dict[str, int]
-
-
-def frame_stamp_ns(times_s: np.ndarray, start_s: float = DEFAULT_START_S) -> np.ndarray:
-    """Bag stamps (int64 ns) of frames whose ``times.txt`` entries are ``times_s``."""
-    return np.round((np.asarray(times_s, dtype=np.float64) + start_s) * 1e9).astype(np.int64)
 
 
 def stereo_rig(p2: np.ndarray, p3: np.ndarray) -> Dict[str, np.ndarray]:
@@ -111,7 +89,7 @@ class _Messages:
         self.t = self.store.types
 
     def header(self, stamp_ns: int, frame: str):
-        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+        sec, nsec = ns_to_tuple(stamp_ns)
         return self.t["std_msgs/msg/Header"](stamp=self.t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec),
                                              frame_id=frame)
 
@@ -312,13 +290,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         summary = convert_sequence(args.dataset, args.sequence, args.out, frames=args.frames, storage=args.storage,
                                    names=names, start_s=args.start, progress=True)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError) as exc:  # a missing input or an existing output
         print(f"l2cocc kitti2bag: error: {exc} (nothing written to {args.out})", file=sys.stderr)
-        return 1
+        return exit_codes.USAGE
+    except ValueError as exc:  # bad data met while converting
+        print(f"l2cocc kitti2bag: error: {exc} (nothing written to {args.out})", file=sys.stderr)
+        return exit_codes.FAILED
     for topic, n in sorted(summary.counts.items()):
         print(f"{topic:45s} {n:6d}")
     print(f"wrote {summary.path} ({len(summary.frames)} frames)")
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from l2cocc_ros.core.stamps import ns_to_tuple
+from l2cocc_ros import exit_codes
+
 __all__ = ["BagError", "ReplayStats", "Salvage", "open_bag", "message_class", "salvage", "replay", "main"]
 
 logger = logging.getLogger(__name__)
@@ -352,7 +355,7 @@ def _play(bag, messages, topics, publishers, clock_pub, rate, node, serialize_me
                     from rosgraph_msgs.msg import Clock
 
                     msg = Clock()
-                    msg.clock.sec, msg.clock.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+                    msg.clock.sec, msg.clock.nanosec = ns_to_tuple(stamp_ns)
                     clock_pub.publish(serialize_message(msg))
                 publishers[topic].publish(bytes(raw))
                 published[topic] = published.get(topic, 0) + 1
@@ -399,16 +402,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         stats = replay(args.bag, rate=args.rate, clock=args.clock, topics=args.topics, wait_for=args.wait_for,
                        wait_timeout_s=args.wait_timeout)
-    except (BagError, ValueError) as exc:
+    except (BagError, ValueError) as exc:  # the bag cannot be opened at all
         print(f"l2cocc replay: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.USAGE
     for topic, n in sorted(stats.published.items()):
         print(f"{topic:45s} {n:6d}")
     print(f"played {sum(stats.published.values())} messages in {stats.duration_s:.1f} s")
     if stats.error:
         print(f"l2cocc replay: error: {stats.error}", file=sys.stderr)
-        return 1
-    return 0
+        return exit_codes.FAILED
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

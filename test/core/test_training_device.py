@@ -71,7 +71,7 @@ def test_distillation_model_training_step_stays_on_the_device():
     """Tiny -D (student -C + frozen -L teacher) in training mode: forward, task + distillation losses, backward."""
     import numpy as np
 
-    from l2cocc_ros.core.camera import build_camera_inputs
+    from l2cocc_ros.core.preprocess import build_camera_inputs
     from l2cocc_ros.core.model.l2cocc import build_model
 
     torch.set_num_threads(2)

@@ -16,7 +16,8 @@ def test_samples_the_middleware_loses_are_counted_in_diagnostics():
     try:
         handlers = {}
         for sub in g.node._subscriptions_sync:
-            lost = [h for h in sub.event_handlers if h.event_type == QoSSubscriptionEventType.RCL_SUBSCRIPTION_MESSAGE_LOST]
+            lost = [h for h in sub.event_handlers
+                    if h.event_type == QoSSubscriptionEventType.RCL_SUBSCRIPTION_MESSAGE_LOST]
             assert len(lost) == 1, sub.topic_name
             handlers[sub.topic_name] = lost[0]
         assert sorted(handlers) == sorted(f"/l2cocc_node/input/{s}" for s in (

@@ -17,10 +17,10 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from l2cocc_ros.core.engine import InferenceEngine
 from l2cocc_ros.core.stereo import SGBMStereo
+from l2cocc_ros.core.stamps import stamp_to_ns
 from l2cocc_ros.msg import SemanticVoxelGrid
 from l2cocc_ros.ros.grid_msg import msg_to_grid
 from l2cocc_ros.ros.qos import OUTPUT_QOS, TF_STATIC_QOS
-from l2cocc_ros.ros.sync import stamp_to_ns
 from l2cocc_ros.ros.tf import matrix_from_transform_msg
 
 from node_helpers import REPO, make_frame, ros_args, stamp_of, static_tf

@@ -7,7 +7,8 @@ import pytest
 
 from l2cocc_ros.core.data import kitti_io
 from l2cocc_ros.core.transforms import invert_transform, make_transform
-from l2cocc_ros.tools.kitti2bag import BagNames, convert_sequence, main, stereo_rig
+from l2cocc_ros.core.data.bag_layout import BagNames
+from l2cocc_ros.tools.kitti2bag import convert_sequence, main, stereo_rig
 from l2cocc_ros.tools.replay import open_bag
 
 P2 = np.array([[718.856, 0, 607.1928, 45.38225], [0, 718.856, 185.2157, -0.1130887], [0, 0, 1, 0.003779761]])
@@ -99,10 +100,10 @@ def test_errors_name_the_problem(tmp_path, capsys):
     (root / "sequences/08/image_3/000001.png").unlink()
     with pytest.raises(FileNotFoundError, match="000001.png"):
         convert_sequence(root, "08", tmp_path / "bag1")
-    assert main(["-d", str(root), "-s", "09", "-o", str(tmp_path / "bag2")]) == 1
+    assert main(["-d", str(root), "-s", "09", "-o", str(tmp_path / "bag2")]) == 2  # missing input: usage
     assert "sequences/09" in capsys.readouterr().err
     assert main(["-d", str(root), "-s", "08", "-o", str(tmp_path / "bag3"), "-f", "0"]) == 0
-    assert main(["-d", str(root), "-s", "08", "-o", str(tmp_path / "bag3"), "-f", "0"]) == 1
+    assert main(["-d", str(root), "-s", "08", "-o", str(tmp_path / "bag3"), "-f", "0"]) == 2  # output exists
     assert "already exists" in capsys.readouterr().err
 
 

@@ -10,6 +10,7 @@ from fake_kitti import BASELINE, DISPARITY, FX, write_fake_sequence  # noqa: E40
 
 from l2cocc_ros.core.data import kitti_io, labels  # noqa: E402
 from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset  # noqa: E402
+from l2cocc_ros.core.data import prepare  # noqa: E402
 from l2cocc_ros.tools import preprocess  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def test_labels_written_resumed_and_recovered(fake, tmp_path, monkeypatch, capsy
     # a truncated output is detected and recomputed; complete ones are skipped
     p = out / "08" / "000005_1_2.npy"
     p.write_bytes(p.read_bytes()[:1000])
-    s = preprocess.preprocess_labels(root, out, ["08"], progress=False)
+    s = prepare.preprocess_labels(root, out, ["08"], progress=False)
     assert s.written == ["08/000005"] and s.skipped == ["08/000000"]
     assert sorted(x.name for x in (out / "08").iterdir()) == [
         "000000_1_1.npy", "000000_1_2.npy", "000005_1_1.npy", "000005_1_2.npy"]
@@ -85,9 +86,9 @@ def test_kitti360_labels_from_sscbench(tmp_path):
 
 
 def test_errors(tmp_path, capsys):
-    assert preprocess.main(["labels", "-d", str(tmp_path / "nothing"), "-o", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert preprocess.main(["labels", "-d", str(tmp_path / "nothing"), "-o", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "no sequences folder" in capsys.readouterr().err
-    assert preprocess.main(["stereo", "-d", str(tmp_path), "-o", str(tmp_path / "o"), "-s", "42", "--no-progress"]) == 1
+    assert preprocess.main(["stereo", "-d", str(tmp_path), "-o", str(tmp_path / "o"), "-s", "42", "--no-progress"]) == 2
     assert "sequences/42/voxels" in capsys.readouterr().err
 
 
@@ -136,7 +137,7 @@ def test_msnet3d_depth_files_in_the_layout_the_readers_take(tmp_path, capsys):
     from l2cocc_ros.core.data.semantic_kitti import read_rgb
     from l2cocc_ros.core.data.synth import SynthConfig, write_sequence
     from l2cocc_ros.core.stereo import get_stereo_backend
-    from l2cocc_ros.tools.train import make_dataset
+    from l2cocc_ros.core.data.training_sets import make_dataset
 
     root, out, weights = tmp_path / "synth", tmp_path / "depth", tmp_path / "MSNet3D_rule.ckpt"
     seq = write_sequence(root, "08", frames=1, seed=3,
@@ -144,7 +145,7 @@ def test_msnet3d_depth_files_in_the_layout_the_readers_take(tmp_path, capsys):
     torch.save({"epoch": 0, "model": {f"module.{k}": v for k, v in weight_rule_state_dict("msnet3d").items()}},
                weights)
     args = ["stereo", "-d", str(root), "-o", str(out), "--backend", "msnet3d", "--no-progress"]
-    assert preprocess.main(args) == 1  # no weights: a one-line error that says where the file comes from
+    assert preprocess.main(args) == 2  # no weights: a one-line error that says where the file comes from
     assert "MSNet3D_SF_DS_KITTI2015.ckpt" in capsys.readouterr().err
     assert preprocess.main(args + ["--weights", str(weights)]) == 0
     assert "wrote 1 frame(s)" in capsys.readouterr().out

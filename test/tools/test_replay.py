@@ -5,7 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from l2cocc_ros.tools.kitti2bag import BagNames, convert_sequence
+from l2cocc_ros.core.data.bag_layout import BagNames
+from l2cocc_ros.tools.kitti2bag import convert_sequence
 from l2cocc_ros.tools.replay import BagError, main, open_bag, replay
 
 from test_kitti2bag import make_sequence  # noqa: E402  (same folder)
@@ -84,7 +85,7 @@ def test_missing_and_corrupt_bags(tmp_path, capsys):
     mcap.write_bytes(data[: len(data) // 3])  # truncated mid-way
     assert main([str(bag), "--rate", "50"]) == 1
     assert "error" in capsys.readouterr().err
-    assert main([str(tmp_path / "nope")]) == 1
+    assert main([str(tmp_path / "nope")]) == 2  # no bag there: refused before playing
 
 
 def _all_messages(bag):

@@ -8,7 +8,6 @@ at frame 9,000 stops ``l2cocc train`` before its first step (``l2cocc check-data
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -17,8 +16,6 @@ import numpy as np
 from l2cocc_ros.core.data.kitti_io import VOXEL_DIMS
 
 __all__ = ["check_file", "check_dataset", "dataset_files"]
-
-logger = logging.getLogger(__name__)
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"

@@ -1,7 +1,6 @@
-"""LiDAR teacher encoder (``LidarEncoder``, digest §3.12): per-point MLP + scatter-max into a dense grid."""
+"""LiDAR teacher encoder (``LidarEncoder``, docs/model.md §3.12): per-point MLP + scatter-max into a dense grid."""
 from __future__ import annotations
 
-import logging
 from typing import Sequence, Tuple
 
 import torch
@@ -11,8 +10,6 @@ from .geometry import PC_RANGE
 from .precision import full_precision
 
 __all__ = ["lidar_preprocess", "LidarEncoder"]
-
-logger = logging.getLogger(__name__)
 
 
 @full_precision

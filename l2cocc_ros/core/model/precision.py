@@ -18,15 +18,12 @@ One mechanism for -C, -D and -L; nothing else in the model casts for precision's
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any, Callable, TypeVar
 
 import torch
 from torch.utils._pytree import tree_map
 
 __all__ = ["full_precision", "autocast_active", "LOW_PRECISION"]
-
-logger = logging.getLogger(__name__)
 
 #: dtypes that autocast computes in and that :func:`full_precision` lifts to float32
 LOW_PRECISION = (torch.float16, torch.bfloat16)

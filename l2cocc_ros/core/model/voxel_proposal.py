@@ -1,7 +1,6 @@
-"""Voxel proposal layer (``VoxelProposalLayer``, digest §3.7): stereo depth pixels -> binary occupancy."""
+"""Voxel proposal layer (``VoxelProposalLayer``, docs/model.md §3.7): stereo depth pixels -> binary occupancy."""
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import torch
@@ -11,8 +10,6 @@ from .geometry import PC_RANGE, cam_params, image_to_lidar
 from .precision import full_precision
 
 __all__ = ["VoxelProposalLayer", "make_image_grid"]
-
-logger = logging.getLogger(__name__)
 
 
 def make_image_grid(input_size: Sequence[int]) -> Tensor:

@@ -1,6 +1,6 @@
 """Stereo depth backends: rectified left/right images -> metric depth map of the left image (0 = invalid).
 
-The original L2COcc reads depth maps that MobileStereoNet (MSNet3D) computed offline (digest §3.5);
+The original L2COcc reads depth maps that MobileStereoNet (MSNet3D) computed offline (docs/model.md §3.5);
 ``msnet3d`` / ``msnet2d`` (:mod:`~l2cocc_ros.core.stereo.msnet`) reproduce that input from the released
 weights file. Weights-free alternatives: OpenCV's semi-global block matching (``sgbm``, the default) and census
 block matching in torch (``torch_census``). A new backend subclasses :class:`StereoBackend` (implement

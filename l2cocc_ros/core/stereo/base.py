@@ -10,15 +10,12 @@ Depth from disparity: ``depth = f · b / disp`` for ``disp > 0``; every other pi
 from __future__ import annotations
 
 import abc
-import logging
 from typing import Union
 
 import numpy as np
 import torch
 
 __all__ = ["StereoBackend", "disparity_to_depth", "check_focal_baseline", "check_pair"]
-
-logger = logging.getLogger(__name__)
 
 Disparity = Union[np.ndarray, torch.Tensor]
 

@@ -8,7 +8,6 @@ sub-pixel refinement. No semi-global smoothing, so it is noisier than SGBM on we
 """
 from __future__ import annotations
 
-import logging
 from typing import Union
 
 import numpy as np
@@ -18,8 +17,6 @@ import torch.nn.functional as F
 from l2cocc_ros.core.stereo.base import StereoBackend, check_pair
 
 __all__ = ["TorchCensusStereo"]
-
-logger = logging.getLogger(__name__)
 
 
 #: bits of the 5x5 census code (the centre is not compared)

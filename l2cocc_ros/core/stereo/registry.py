@@ -6,14 +6,11 @@ Factories are imported when their backend is chosen, so naming ``sgbm`` does not
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Callable, Dict, List, Union
 
 from l2cocc_ros.core.stereo.base import StereoBackend
 
 __all__ = ["register_stereo_backend", "get_stereo_backend", "available_stereo_backends"]
-
-logger = logging.getLogger(__name__)
 
 Factory = Callable[..., StereoBackend]
 

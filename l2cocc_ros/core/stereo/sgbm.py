@@ -3,7 +3,6 @@ length, 1241x376). Weights-free; runs on the CPU and hands its disparity to the 
 """
 from __future__ import annotations
 
-import logging
 
 import cv2
 import numpy as np
@@ -12,8 +11,6 @@ import torch
 from l2cocc_ros.core.stereo.base import StereoBackend, check_pair
 
 __all__ = ["SGBMStereo"]
-
-logger = logging.getLogger(__name__)
 
 _MODES = {
     "sgbm": cv2.STEREO_SGBM_MODE_SGBM,

@@ -1,7 +1,7 @@
 """The ``msnet3d`` / ``msnet2d`` stereo backends: the released MobileStereoNet weights with VoxFormer's preprocessing.
 
 The depth maps the L2COcc, CGFormer and VoxFormer models were trained on came from VoxFormer's ``image2depth``
-(digest §3.5): MSNet3D with ``MSNet3D_SF_DS_KITTI2015.ckpt`` on the rectified colour pair, and
+(docs/model.md §3.5): MSNet3D with ``MSNet3D_SF_DS_KITTI2015.ckpt`` on the rectified colour pair, and
 
 1. RGB / 255, ImageNet normalisation (mean 0.485 0.456 0.406, std 0.229 0.224 0.225);
 2. zero padding (after normalisation, so the pad is the mean colour) at the TOP and on the RIGHT to a fixed

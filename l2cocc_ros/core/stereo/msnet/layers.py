@@ -7,7 +7,6 @@ keys load strictly: ``conv`` (inverted residual: 0 expand, 1 BN, 2 ReLU6, 3 dept
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 import torch
@@ -15,8 +14,6 @@ from torch import nn
 
 __all__ = ["conv_bn", "InvertedResidual", "MobileV1Residual", "FeatureExtraction", "Hourglass",
            "groupwise_cost_volume", "interleave_channels"]
-
-logger = logging.getLogger(__name__)
 
 
 def _conv(dims: int):

@@ -17,7 +17,6 @@ at least float32, whatever autocast region the caller runs the model in; the con
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Dict, Optional
 
 import torch
@@ -28,8 +27,6 @@ from l2cocc_ros.core.stereo.msnet.layers import (FeatureExtraction, Hourglass, I
                                                  groupwise_cost_volume, interleave_channels)
 
 __all__ = ["MSNet3D", "MSNet2D", "MSNetBase", "MAXDISP"]
-
-logger = logging.getLogger(__name__)
 
 #: disparity range [px] of the released weights (argparse default of the official scripts)
 MAXDISP = 192
