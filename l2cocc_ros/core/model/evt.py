@@ -322,11 +322,11 @@ class VoxFormerHead_Tiny(nn.Module):
         queries = lss_volume.reshape(C, -1).t()  # (XYZ, C)
         prop = proposal.reshape(-1) > 0
         prop = prop | (prop.sum() < 2)  # fewer than 2 proposed voxels: all are (decided on the device)
-        unmasked = prop.nonzero().squeeze(1)  # the one host sync of the proposal (a dynamic NonZero in ONNX)
+        unmasked = prop.nonzero().squeeze(1)  # two host syncs (dynamic NonZero in ONNX); the `if` is gone
+        masked = prop.logical_not().nonzero().squeeze(1)
         ref, valid = self.reference_points(self.ref_3d[unmasked], rot, tran, intrin, post_rot, post_tran, bda)
         seed = self.cross_transformer(queries[unmasked], ctx, prob, ref, valid)
-        # the prior of every voxel (row-wise, cheap), the proposed ones then overwritten: no second selection;
-        # the scatter target keeps the LSS volume's dtype (float32 under autocast)
-        out = self.mlp_prior(queries).to(queries.dtype)
+        out = queries.new_zeros(X * Y * Z, C)  # the scatter target keeps the LSS volume's dtype (float32)
         out = out.index_copy(0, unmasked, seed.to(out.dtype))
+        out = out.index_copy(0, masked, self.mlp_prior(queries[masked]).to(out.dtype))
         return out.t().reshape(1, C, X, Y, Z)
