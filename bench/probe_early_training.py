@@ -20,7 +20,7 @@ import torch
 from l2cocc_ros.core.config import get_preset, with_overrides
 from l2cocc_ros.core.training.data import collate_single
 from l2cocc_ros.core.training.system import L2COccSystem, build_optimizer
-from l2cocc_ros.tools.train import make_dataset
+from l2cocc_ros.core.data.training_sets import make_dataset
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from l2cocc_ros.core.config import ExperimentConfig, ModelConfig, from_dict, to_
 __all__ = [
     "FORMAT", "CONVERT_HINT", "CheckpointError", "CheckpointMismatchError", "LoadReport", "LoadedCheckpoint",
     "save_checkpoint", "load_checkpoint", "load_released", "read_state_dict", "compare_state_dict",
-    "state_dict_sha256", "DERIVED_TENSORS", "is_derived_key", "load_model", "model_identity",
+    "state_dict_sha256", "DERIVED_TENSORS", "is_derived_key", "load_model", "variant_of_keys", "model_identity",
     "SHIPPED_CAMERA_CHECKPOINT", "SHIPPED_LIDAR_CHECKPOINT",
 ]
 
@@ -74,6 +74,7 @@ class LoadReport:
         wrong_shape: (key, checkpoint shape, model shape).
         dropped: checkpoint keys removed on purpose before loading (e.g. ``teacher.*`` for a -C model).
         num_params: trainable parameter count of the model.
+        file_variant, model_variant: "c", "l" or "d" as the keys show (:func:`variant_of_keys`), None if unclear.
     """
 
     missing: List[str] = field(default_factory=list)
@@ -81,6 +82,8 @@ class LoadReport:
     wrong_shape: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
     dropped: List[str] = field(default_factory=list)
     num_params: int = 0
+    file_variant: Optional[str] = None
+    model_variant: Optional[str] = None
 
     @property
     def ok(self) -> bool:
@@ -89,6 +92,9 @@ class LoadReport:
     def format(self, examples: int = 3) -> str:
         """A short human report grouped by top-level prefix (counts + a few example keys)."""
         lines = []
+        if not self.ok and self.file_variant and self.model_variant and self.file_variant != self.model_variant:
+            lines.append(f"this is an -{self.file_variant.upper()} checkpoint; the model is -"
+                         f"{self.model_variant.upper()} (use a {self.file_variant.upper()} preset or config)")
         for title, keys in (("missing in checkpoint", self.missing), ("unexpected in checkpoint", self.unexpected),
                             ("wrong shape", [k for k, _, _ in self.wrong_shape])):
             if not keys:
@@ -127,10 +133,27 @@ def _group(keys: List[str]) -> "OrderedDict[str, List[str]]":
     return groups
 
 
+def variant_of_keys(keys) -> Optional[str]:
+    """The L2COcc variant a set of state_dict keys belongs to: "d" (``teacher.*``), "l" (a LiDAR tokenizer,
+    no image branch), "c" (an image branch), or None for keys of none of them."""
+    tops = {k.split(".", 1)[0] for k in keys}
+    if "teacher" in tops:
+        return "d"
+    if "img_backbone" in tops or "depth_net" in tops:
+        return "c"
+    if "lidar_tokenizer" in tops:
+        return "l"
+    return None
+
+
 def _safe_load(path: PathLike) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint (an interrupted copy or download?)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -140,7 +163,8 @@ def _safe_load(path: PathLike) -> Any:
             f"{path} is not a plain tensor checkpoint: its pickle holds Python objects ({first}); "
             f"refusing to unpickle objects (weights_only=True).\n{CONVERT_HINT}") from None
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from None
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {str(exc) or type(exc).__name__} "
+                              f"({path.stat().st_size:,} bytes; truncated or not a torch file?)") from None
 
 
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -231,6 +255,7 @@ def load_released(path: PathLike, model: nn.Module, *, keep_teacher: bool = Fals
 
 
 def _load_into(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> LoadReport:
+    file_variant = variant_of_keys(state_dict)
     dropped = []
     if not _has_teacher(model):
         dropped = [k for k in state_dict if k.startswith("teacher.")]
@@ -240,6 +265,7 @@ def _load_into(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: st
     state_dict = _with_derived(model, state_dict)
     report = compare_state_dict(model, state_dict)
     report.dropped = dropped
+    report.file_variant, report.model_variant = file_variant, variant_of_keys(model.state_dict())
     _load_strict(model, state_dict, report, source)
     return report
 

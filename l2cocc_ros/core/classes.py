@@ -3,7 +3,7 @@
 SemanticKITTI's table is read from the official ``semantic-kitti.yaml`` (shipped next to this file), whose
 ``color_map`` is **BGR**; it is turned into RGB here, once. KITTI-360 (SSCBench, 19 classes) reuses the
 SemanticKITTI colour of the class with the same name. Frequencies are the voxel counts used by L2COcc for
-the 1/ln(f) cross-entropy weights (architecture digest §1.2).
+the 1/ln(f) cross-entropy weights (docs/model.md §1.2).
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class ClassTable:
         """Map raw label ids (uint16/uint32, upper 16 bits = instance, ignored) to training ids (uint8).
 
         Raw ids that the learning map sends to 0, other than raw 0 itself (outlier, other-structure,
-        other-object), become 255 (ignored), as in the SSC label preprocessing (digest §7.1).
+        other-object), become 255 (ignored), as in the SSC label preprocessing (docs/model.md §7.1).
 
         Raises:
             ValueError: if a raw id is not in the table (the message names it).

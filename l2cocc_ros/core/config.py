@@ -2,8 +2,8 @@
 
 One :class:`ExperimentConfig` bundles a :class:`ModelConfig` (what ``build_model`` builds; tied to the
 weights), a :class:`LossConfig` and a :class:`TrainConfig`. Presets carry the authors' config names
-(``semantickitti_l2cocc_{c,l,d}``, ``kitti360_l2cocc_{c,l,d}``; values from the architecture digest
-§2.1 / §2.5 / §6) plus ``tiny_l2cocc_{c,l,d}``: the same architecture with shrunken channels and image, the
+(``semantickitti_l2cocc_{c,l,d}``, ``kitti360_l2cocc_{c,l,d}``; values from docs/model.md §2.1 / §2.5 / §6) plus
+``tiny_l2cocc_{c,l,d}``: the same architecture with shrunken channels and image, the
 standard 256x256x32 output grid, small enough to train on a CPU.
 
 YAML files hold ``to_dict(cfg)``; :func:`from_dict` rebuilds a config and names any unknown or mistyped
@@ -145,7 +145,7 @@ class ModelConfig:
         image_size: network input (H, W); unused by "l".
         embed_dims: channel width of the 3D / TPV trunk (128 in the paper).
         teacher: the LiDAR teacher's config ("d" only).
-        teacher_mode: "train" = as the original (teacher BN/DropPath in train mode, digest §2.4);
+        teacher_mode: "train" = as the original (teacher BN/DropPath in train mode, docs/model.md §2.4);
             "eval" = corrected (teacher kept in eval mode).
     """
 
@@ -200,7 +200,7 @@ class ModelConfig:
 # ------------------------------------------------------------------------------------------ loss/train
 @dataclass(frozen=True)
 class LossConfig:
-    """Task and distillation loss weights (digest §4, §5) and the quirk switches.
+    """Task and distillation loss weights (docs/model.md §4, §5) and the quirk switches.
 
     ``depth_loss_target``: "original" keeps the inherited Gaussian centred at 2*depth (std 1 bin-unit),
     "corrected" centres it at the depth with std 0.5 m. ``distill`` turns the -D losses on.
@@ -227,7 +227,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """AdamW + OneCycle (cosine) schedule of the original (digest §6)."""
+    """AdamW + OneCycle (cosine) schedule of the original (docs/model.md §6)."""
 
     lr: float = 2e-4
     weight_decay: float = 0.01

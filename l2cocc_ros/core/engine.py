@@ -1,9 +1,9 @@
 """Inference engine: a frame in, a uint8 semantic label volume out, with per-stage timings.
 
 The live path of the design (design.md, "The live path"): stereo depth from the rectified pair (a
-:class:`~l2cocc_ros.core.stereo.StereoBackend`, SGBM by default), the network input dict built by
-:func:`~l2cocc_ros.core.camera.build_camera_inputs` (resize + bottom crop with the matching intrinsics
-bookkeeping), the model forward under ``torch.no_grad`` (autocast on CUDA only), then argmax to uint8.
+:class:`~l2cocc_ros.core.stereo.StereoBackend`, SGBM by default), the network input dict built by a
+:class:`~l2cocc_ros.core.preprocess.Preprocessor` (resize + bottom crop with the matching intrinsics
+bookkeeping; Pillow on the CPU or torch on the model's device, chosen here once), the model forward under ``torch.no_grad`` (autocast on CUDA only), then argmax to uint8.
 The LiDAR variant ("l") skips the cameras and takes the point cloud. The input is one
 :mod:`~l2cocc_ros.core.frame` (checked when it was built). Nothing here knows about ROS.
 """
@@ -19,10 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from l2cocc_ros.core.camera import ResizeCrop, build_camera_inputs, camera_geometry
 from l2cocc_ros.core.config import ModelConfig, get_preset
-from l2cocc_ros.core.resize_torch import DeviceResizeCrop, check_resample
 from l2cocc_ros.core.frame import Frame, LidarFrame, StereoFrame
+from l2cocc_ros.core.preprocess import Preprocessor, make_preprocessor
 from l2cocc_ros.core.stereo import StereoBackend, get_stereo_backend
 
 __all__ = ["EngineResult", "InferenceEngine", "capture_static_stages", "check_fast_path", "resolve_device",
@@ -125,7 +124,8 @@ class InferenceEngine:
         model: a model from ``build_model(cfg)`` (weights loaded); it is put in eval mode on ``device``.
         cfg: its model config (variant, image size, grid).
         device: "auto", "cpu", "cuda" or "cuda:N".
-        stereo_backend: depth from the stereo pair (camera variants); default SGBM with KITTI settings.
+        stereo_backend: depth from the stereo pair (camera variants); default SGBM with KITTI settings. It is
+            moved to ``device`` (:meth:`~l2cocc_ros.core.stereo.StereoBackend.to`).
         precision: "fp32", "fp16" or "bf16" (autocast, used on CUDA only; CPU always runs fp32).
         with_confidence: also return the softmax probability of each label.
         resample: PIL resampling of the image resize ("bicubic" as the original).
@@ -135,8 +135,8 @@ class InferenceEngine:
             net, 3D trunk) as CUDA graphs and replay them (:func:`capture_static_stages`); LSS, voxel proposal
             and EVT, whose sizes depend on the data, run eagerly in between. CUDA only; not with
             ``compile_model``. The first two frames record.
-        device_preprocess: resize, crop and normalise the image and the stereo depth on ``device`` with
-            :class:`~l2cocc_ros.core.resize_torch.DeviceResizeCrop` (bit-identical to the Pillow path). Frees
+        device_preprocess: resize, crop and normalise the image and the stereo depth on ``device`` (the "torch"
+            :class:`~l2cocc_ros.core.preprocess.Preprocessor`, bit-identical to the "pillow" one). Frees
             ~15 ms of CPU per frame next to a GPU; on a CPU-only machine the Pillow path is faster.
 
     Raises:
@@ -183,14 +183,13 @@ class InferenceEngine:
         self.cuda_graphs = bool(cuda_graphs)
         if self.cuda_graphs:
             capture_static_stages(self.model, mode="reduce-overhead")
-        self.stereo = stereo_backend if stereo_backend is not None else get_stereo_backend("sgbm")
+        # the stereo backend runs on the model's device: its depth tensor goes to the model without a host copy
+        self.stereo = (stereo_backend if stereo_backend is not None else get_stereo_backend("sgbm")).to(self.device)
         self.precision = precision
         self.with_confidence = bool(with_confidence)
-        self.resample = resample
         self.device_preprocess = bool(device_preprocess)
-        if self.device_preprocess:  # refuse a non-convolution resampling now, not on the first frame
-            check_resample(resample)
-        self._resizers: Dict[tuple, DeviceResizeCrop] = {}  # per original image size
+        self.preprocess: Preprocessor = make_preprocessor("torch" if self.device_preprocess else "pillow",
+                                                          cfg.image_size, resample, self.device)
 
     @property
     def needs_points(self) -> bool:
@@ -305,27 +304,15 @@ class InferenceEngine:
 
     def _camera_inputs(self, frame: StereoFrame, timings: Dict[str, float]) -> Dict[str, torch.Tensor]:
         t0 = time.perf_counter()
-        depth = self.stereo.compute(frame.left, frame.right, frame.focal_px, frame.baseline_m)  # metres, 0 = invalid
-        timings["stereo"] = (time.perf_counter() - t0) * 1e3
-        t0 = time.perf_counter()
-        if self.device_preprocess:
-            inputs = self._device_camera_inputs(frame.left, frame.P_left, depth, frame.T_grid_from_camera)
-        else:
-            inputs, _ = build_camera_inputs(frame.left, frame.P_left, self.cfg.image_size, stereo_depth=depth,
-                                            T_grid_from_cam=frame.T_grid_from_camera, resample=self.resample)
-        timings["preprocess"] = (time.perf_counter() - t0) * 1e3
-        return inputs
-
-    def _device_camera_inputs(self, left: np.ndarray, p2: np.ndarray, depth: np.ndarray,
-                              T: np.ndarray) -> Dict[str, torch.Tensor]:
-        """As ``build_camera_inputs``, with the pixel work done on the engine's device."""
-        rc = ResizeCrop.from_sizes(left.shape[:2], self.cfg.image_size, self.resample)
-        resizer = self._resizers.get(rc.orig_hw)
-        if resizer is None:
-            resizer = self._resizers[rc.orig_hw] = DeviceResizeCrop(rc, self.device)
-        image = torch.from_numpy(np.ascontiguousarray(left)).to(self.device, non_blocking=True).permute(2, 0, 1)
-        inputs = resizer.inputs(image, torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)))
-        inputs.update(camera_geometry(p2, rc, T_grid_from_cam=T).as_tensors())
+        # (H, W) metres, 0 = invalid, on the engine's device
+        depth = self.stereo.depth(frame.left, frame.right, frame.focal_px, frame.baseline_m)
         if self.device.type == "cuda":  # account the device work to this stage
             torch.cuda.synchronize(self.device)
+        timings["stereo"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        inputs, _ = self.preprocess.camera_inputs(frame.left, frame.P_left, T_grid_from_cam=frame.T_grid_from_camera,
+                                                  stereo_depth=depth)
+        if self.device_preprocess and self.device.type == "cuda":  # account the device work to this stage
+            torch.cuda.synchronize(self.device)
+        timings["preprocess"] = (time.perf_counter() - t0) * 1e3
         return inputs

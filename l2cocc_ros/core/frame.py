@@ -22,7 +22,12 @@ from typing import Optional, Union
 
 import numpy as np
 
-__all__ = ["Frame", "FrameError", "LidarFrame", "StereoFrame", "baseline_from_projections"]
+__all__ = ["Frame", "FrameError", "LidarFrame", "StereoFrame", "baseline_from_projections", "MIN_FOV_DEG",
+           "MAX_FOV_DEG"]
+
+#: the field of view a focal length may give over its image (each axis) [deg]: anything outside is no lens
+#: (fx = 1e300 would pass "finite and > 0" and overflow the depth-to-voxel indices downstream)
+MIN_FOV_DEG, MAX_FOV_DEG = 0.5, 179.0
 
 
 class FrameError(ValueError):
@@ -69,7 +74,7 @@ def _check_stamp(stamp_ns) -> int:
         raise FrameError("stamp_ns", f"stamp_ns must be an integer number of nanoseconds, got "
                          f"{type(stamp_ns).__name__}")
     if stamp_ns < 0:
-        raise FrameError("stamp_ns", f"stamp_ns must be >= 0, got {stamp_ns}")
+        raise FrameError("stamp_ns", f"stamp {stamp_ns * 1e-9:.3f} s is negative (before 1970): not a capture time")
     return int(stamp_ns)
 
 
@@ -99,7 +104,8 @@ class StereoFrame:
         left: (H, W, 3) uint8 RGB rectified left image (the reference camera).
         right: (H, W, 3) uint8 RGB rectified right image, same size.
         P_left: (3, 4) float64 rectified projection of the left image (a 3x3 K is taken as ``[K | 0]``);
-            finite, ``fx, fy > 0``. Its ``[:3, :3]`` are the intrinsics the stereo depth and the model use.
+            finite, ``fx, fy > 0`` giving a field of view of 0.5 to 179 deg over the image. Its ``[:3, :3]``
+            are the intrinsics the stereo depth and the model use.
         baseline_m: stereo baseline [m], > 0 (:func:`baseline_from_projections` gives it from P_left/P_right).
         T_grid_from_camera: (4, 4) float64 rigid transform from the left camera frame to the grid frame.
         stamp_ns: capture time [ns] (>= 0).
@@ -135,6 +141,12 @@ class StereoFrame:
         if p.shape != (3, 4) or not np.isfinite(p).all() or not (p[0, 0] > 0 and p[1, 1] > 0):
             raise FrameError("P_left", f"P_left must be a finite 3x4 projection (or 3x3 K) with fx, fy > 0, "
                              f"got {p.tolist()}")
+        for axis, focal, size in (("fx", p[0, 0], self.left.shape[1]), ("fy", p[1, 1], self.left.shape[0])):
+            fov = float(np.degrees(2.0 * np.arctan2(size / 2.0, focal)))
+            if not MIN_FOV_DEG <= fov <= MAX_FOV_DEG:
+                raise FrameError("P_left", f"focal length {axis} = {focal:.6g} px gives a {fov:.3g} deg field of view "
+                                 f"over {size} px: no camera has that (expected {MIN_FOV_DEG:g} to {MAX_FOV_DEG:g} "
+                                 "deg); check CameraInfo.p / the calibration")
         try:
             baseline = float(self.baseline_m)
         except (TypeError, ValueError):

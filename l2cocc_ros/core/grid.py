@@ -1,7 +1,7 @@
 """Voxel grid geometry: the SemanticKITTI scene-completion volume in the LiDAR frame.
 
 Voxel (i, j, k) covers x in [x0 + i*v, x0 + (i+1)*v) etc.; flattened arrays are row-major over (x, y, z),
-z fastest, as SemanticKITTI's voxel files (digest §1.1).
+z fastest, as SemanticKITTI's voxel files (README, "The grid message").
 """
 from __future__ import annotations
 
@@ -29,14 +29,16 @@ class GridSpec:
 
     @property
     def upper(self) -> Tuple[float, float, float]:
-        return tuple(lo + n * self.voxel_size for lo, n in zip(self.lower, self.dims))
+        """(x, y, z) of the upper corner [m], rounded to 1e-6 m: the configs' literals (51.2, not 51.2000000001)."""
+        return tuple(round(lo + n * self.voxel_size, 6) for lo, n in zip(self.lower, self.dims))
 
     @property
     def num_voxels(self) -> int:
         return int(np.prod(self.dims))
 
     def point_cloud_range(self) -> Tuple[float, ...]:
-        """(x_min, y_min, z_min, x_max, y_max, z_max) as in the original configs."""
+        """(x_min, y_min, z_min, x_max, y_max, z_max) as in the original configs (``point_cloud_range``): the
+        one source of the grid's range (the model blocks, the markers' crop)."""
         return (*self.lower, *self.upper)
 
     def downsampled(self, factor: int) -> "GridSpec":

@@ -13,7 +13,6 @@ their counts before :meth:`SSCMetrics.compute`.
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict, Sequence, Union
 
 import numpy as np
@@ -21,8 +20,6 @@ import numpy as np
 from .classes import IGNORE
 
 __all__ = ["SSCMetrics", "scores_from_confusion"]
-
-logger = logging.getLogger(__name__)
 
 ArrayLike = Union[np.ndarray, "torch.Tensor"]  # noqa: F821 (torch is optional here)
 

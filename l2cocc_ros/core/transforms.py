@@ -1,6 +1,6 @@
 """Rigid transforms: 4x4 matrices <-> (translation, quaternion x, y, z, w), as TF uses them; points between frames.
 
-Camera -> grid enters the model as ``rot``/``tran`` (:func:`l2cocc_ros.core.camera.camera_geometry`); a LiDAR
+Camera -> grid enters the model as ``rot``/``tran`` (:func:`l2cocc_ros.core.preprocess.camera_geometry`); a LiDAR
 cloud is moved into the grid frame with :func:`transform_points`.
 """
 from __future__ import annotations

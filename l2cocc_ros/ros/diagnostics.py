@@ -8,7 +8,6 @@ grid transform is currently missing.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import Counter
@@ -18,12 +17,50 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from l2cocc_ros.ros.params import DiagnosticLimits
 
-__all__ = ["NodeStatus", "REJECTION_KINDS"]
-
-_log = logging.getLogger(__name__)
+__all__ = ["NodeStatus", "REJECTION_KINDS", "LogThrottle", "clip_text", "MAX_TEXT_CHARS"]
 
 #: every kind of rejected input the node reports
-REJECTION_KINDS = ("encoding", "size_mismatch", "camera_info", "pointcloud", "stamp_jump_back", "tf", "inference")
+REJECTION_KINDS = ("encoding", "size_mismatch", "image_size", "camera_info", "pointcloud", "stamp", "stamp_jump_back",
+                   "tf", "inference")
+
+#: the longest free text (a rejection reason, a TF detail, one diagnostic value) the node logs or publishes:
+#: with ~40 key-values a /diagnostics message stays far below 64 KB and a log line below 4 KB
+MAX_TEXT_CHARS = 1000
+
+
+def clip_text(text: object, limit: int = MAX_TEXT_CHARS) -> str:
+    """``str(text)`` cut to at most ``limit`` characters, saying how much was cut (input can be hostile)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    note = f"... [{len(text) - limit} more characters]"
+    return text[: max(limit - len(note), 0)] + note[: limit]
+
+
+class LogThrottle:
+    """At most one log line per ``period_s``; remembers how many were held back in between (thread-safe).
+
+    Args:
+        period_s: the shortest time between two lines [s].
+        clock: monotonic time source [s] (tests pass their own).
+    """
+
+    def __init__(self, period_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.period_s = period_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: Optional[float] = None
+        self._held = 0
+
+    def due(self) -> Optional[int]:
+        """None when a line now would be too soon (it is counted), else how many were held back before it."""
+        with self._lock:
+            now = self._clock()
+            if self._last is not None and now - self._last < self.period_s:
+                self._held += 1
+                return None
+            held, self._last, self._held = self._held, now, 0
+            return held
 
 
 class NodeStatus:
@@ -54,6 +91,7 @@ class NodeStatus:
         self.tf_ok: Optional[bool] = None
         self.tf_detail = "no lookup yet"
         self.resets = 0
+        self.lost: Counter = Counter()
 
     def input_arrived(self) -> None:
         """A synchronized input set arrived."""
@@ -69,6 +107,11 @@ class NodeStatus:
         with self._lock:
             self.frames_dropped += n
 
+    def samples_lost(self, source: str, n: int) -> None:
+        """The middleware reports ``n`` samples of input ``source`` lost before they reached the node."""
+        with self._lock:
+            self.lost[source] += n
+
     def rejected_input(self, kind: str, reason: str) -> bool:
         """Count a rejected input; returns True when a log line is due (throttled per kind).
 
@@ -80,7 +123,7 @@ class NodeStatus:
         with self._lock:
             now = self._clock()
             self.rejected[kind] += 1
-            self.last_rejection = (kind, reason)
+            self.last_rejection = (kind, clip_text(reason))
             self._last_rejection_t = now
             last = self._last_log_t.get(kind)
             if last is None or now - last >= self.limits.log_throttle_s:
@@ -100,7 +143,7 @@ class NodeStatus:
     def tf_state(self, ok: bool, detail: str) -> None:
         """Result of the last camera -> grid lookup."""
         with self._lock:
-            self.tf_ok, self.tf_detail = ok, detail
+            self.tf_ok, self.tf_detail = ok, clip_text(detail)
 
     def snapshot(self) -> Dict[str, object]:
         """All counters as a plain dict (for tests and the diagnostic key-values)."""
@@ -118,6 +161,8 @@ class NodeStatus:
                 "tf": "ok" if self.tf_ok else ("missing" if self.tf_ok is False else "unknown"),
                 "tf_detail": self.tf_detail,
                 "resets": self.resets,
+                "lost_total": sum(self.lost.values()),
+                **{f"lost.{k}": v for k, v in sorted(self.lost.items())},
             }
 
     def level(self) -> Tuple[int, str]:
@@ -148,8 +193,10 @@ class NodeStatus:
         """The DiagnosticArray to publish (one status with every counter as a key-value)."""
         level, message = self.level()
         values = {**self.snapshot(), **(extra or {})}
-        status = DiagnosticStatus(level=bytes([level]), name=name, message=message, hardware_id=hardware_id,
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        status = DiagnosticStatus(level=bytes([level]), name=name, message=clip_text(message, 2 * MAX_TEXT_CHARS),
+                                  hardware_id=hardware_id,
+                                  values=[KeyValue(key=clip_text(k, 100), value=clip_text(v))
+                                          for k, v in values.items()])
         arr = DiagnosticArray(status=[status])
         arr.header.stamp = stamp
         return arr

@@ -11,7 +11,6 @@ Big fields are filled from numpy in one copy (``array.array.frombytes``) and rea
 from __future__ import annotations
 
 import array
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
@@ -20,11 +19,10 @@ import numpy as np
 
 from l2cocc_ros.core.classes import IGNORE, ClassTable
 from l2cocc_ros.core.grid import GridSpec
+from l2cocc_ros.core.stamps import stamp_to_tuple
 from l2cocc_ros.msg import SemanticVoxelGrid
 
-__all__ = ["GridData", "grid_to_msg", "msg_to_grid", "stamp_to_tuple"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["GridData", "grid_to_msg", "msg_to_grid"]
 
 INDEX_ORDER = "xyz"  # SemanticVoxelGrid.INDEX_ORDER_XYZ: x slowest, z fastest
 _IDENTITY = (0.0, 0.0, 0.0, 1.0)
@@ -62,27 +60,6 @@ class GridData:
     def matches_table(self, table: ClassTable) -> bool:
         """True if the grid's class names and colours equal those of ``table``."""
         return self.class_names == tuple(table.names) and np.array_equal(self.colors, table.colors_rgb)
-
-
-def stamp_to_tuple(stamp: Any) -> Tuple[int, int]:
-    """(sec, nanosec) of a ``builtin_interfaces/Time``, an ``rclpy.time.Time`` or a (sec, nanosec) pair.
-
-    Raises:
-        TypeError: ``stamp`` is none of these.
-        ValueError: negative seconds or nanoseconds outside [0, 1e9).
-    """
-    if hasattr(stamp, "to_msg"):  # rclpy.time.Time
-        stamp = stamp.to_msg()
-    if hasattr(stamp, "sec") and hasattr(stamp, "nanosec"):
-        sec, nsec = stamp.sec, stamp.nanosec
-    elif isinstance(stamp, (tuple, list)) and len(stamp) == 2:
-        sec, nsec = stamp
-    else:
-        raise TypeError(f"stamp: expected builtin_interfaces/Time, rclpy Time or (sec, nanosec), got {type(stamp).__name__}")
-    sec, nsec = int(sec), int(nsec)
-    if sec < 0 or not 0 <= nsec < 1_000_000_000:
-        raise ValueError(f"stamp: sec must be >= 0 and nanosec in [0, 1e9), got ({sec}, {nsec})")
-    return sec, nsec
 
 
 def _check_label_values(labels: np.ndarray, num_classes: int, field: str) -> None:

@@ -7,7 +7,6 @@ CameraInfo ``p`` matrices (docs/interfaces.md, "Camera conventions") with the on
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional, Tuple
 
 import numpy as np
@@ -26,10 +25,9 @@ __all__ = [
     "image_to_rgb",
     "numpy_to_image",
     "projection_from_camera_info",
+    "left_offset_note",
     "stereo_calibration",
 ]
-
-_log = logging.getLogger(__name__)
 
 # encoding -> (dtype, channels)
 SUPPORTED_ENCODINGS = {
@@ -158,6 +156,17 @@ def projection_from_camera_info(info: CameraInfo) -> np.ndarray:
     return p
 
 
+def left_offset_note(left: CameraInfo) -> Optional[str]:
+    """A sentence when the left CameraInfo's ``P`` has Tx / Ty != 0 (ROS says 0 for the reference camera)."""
+    tx, ty = float(left.p[3]), float(left.p[7])
+    if tx == 0.0 and ty == 0.0:
+        return None
+    fx = float(left.p[0]) or 1.0
+    return (f"left CameraInfo P has Tx = {tx:.6g} (Ty = {ty:.6g}), i.e. an offset of {-tx / fx:.4f} m: ROS "
+            "expects 0 for the left camera (TF gives its frame). Using Tx = 0 and the baseline from the "
+            "difference of the two Tx; fix the camera driver (e.g. KITTI's P_rect_20 copied as is)")
+
+
 def stereo_calibration(
     left: CameraInfo, right: CameraInfo, *, left_size: Optional[Tuple[int, int]] = None
 ) -> Tuple[np.ndarray, np.ndarray, float]:
@@ -169,7 +178,10 @@ def stereo_calibration(
         left_size: (height, width) of the left image, checked against ``left.height/width`` when they are set.
 
     Returns:
-        (P_left 3x4, P_right 3x4, baseline B in metres, > 0).
+        (P_left 3x4, P_right 3x4, baseline B in metres, > 0). As ROS defines them: the left projection maps
+        points of the LEFT camera's frame (its Tx = Ty = 0) and the right one has Tx = -fx * B. A left
+        CameraInfo with Tx != 0 (KITTI's P_rect_20 copied as is) keeps its baseline (the difference of the two
+        Tx) but returns with Tx = 0 (:func:`left_offset_note` says so once per node).
 
     Raises:
         ValueError: zero focal length, missing Tx, negative baseline, or a CameraInfo size that disagrees
@@ -185,4 +197,8 @@ def stereo_calibration(
             raise ValueError(
                 f"left CameraInfo size {left.height}x{left.width} differs from the image {left_size[0]}x{left_size[1]}"
             )
+    if p_l[0, 3] != 0.0 or p_l[1, 3] != 0.0:  # e.g. KITTI's P_rect_20: offsets from cam0, not from this camera
+        p_l, p_r = p_l.copy(), p_r.copy()
+        p_l[:2, 3] = 0.0
+        p_r[0, 3], p_r[1, 3] = -p_r[0, 0] * baseline, 0.0
     return p_l, p_r, baseline

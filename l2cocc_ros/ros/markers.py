@@ -27,7 +27,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from visualization_msgs.msg import Marker, MarkerArray
 
 from l2cocc_ros.core.classes import EMPTY, IGNORE, ClassTable
-from l2cocc_ros.core.grid import GridSpec
+from l2cocc_ros.core.grid import SEMANTIC_KITTI_GRID, GridSpec
 
 __all__ = [
     "MarkerOptions",
@@ -39,7 +39,7 @@ __all__ = [
     "MarkerEncoder",
 ]
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # the Marker fields this encoder knows, in wire order (kilted / jazzy)
 _KNOWN_MARKER_FIELDS = (
@@ -60,8 +60,8 @@ class MarkerOptions:
         alpha: cube opacity in [0, 1].
     """
 
-    crop_min: Tuple[float, float, float] = (0.0, -25.6, -2.0)
-    crop_max: Tuple[float, float, float] = (51.2, 25.6, 4.4)
+    crop_min: Tuple[float, float, float] = SEMANTIC_KITTI_GRID.lower
+    crop_max: Tuple[float, float, float] = SEMANTIC_KITTI_GRID.upper
     downsample: int = 1
     alpha: float = 1.0
 
@@ -317,7 +317,7 @@ class MarkerEncoder:
         self.grid, self.table, self.options = grid, table, options
         self.use_bytes = self.verify()
         if not self.use_bytes:
-            _log.warning("numpy marker encoder does not match this distro's Marker layout: using message objects")
+            logger.warning("numpy marker encoder does not match this distro's Marker layout: using message objects")
 
     def verify(self) -> bool:
         """Compare the encoder's bytes with ``serialize_message`` on a sample covering every class.

@@ -25,14 +25,16 @@ from rclpy.node import Node
 from std_msgs.msg import Float64
 from visualization_msgs.msg import MarkerArray
 
+from l2cocc_ros import exit_codes
 from l2cocc_ros.core.checkpoint import SHIPPED_CAMERA_CHECKPOINT
 from l2cocc_ros.core.classes import class_table
 from l2cocc_ros.core.engine import InferenceEngine
+from l2cocc_ros.core.stamps import stamp_to_ns
 from l2cocc_ros.core.stereo import get_stereo_backend
 from l2cocc_ros.msg import SemanticVoxelGrid
-from l2cocc_ros.ros.diagnostics import NodeStatus
-from l2cocc_ros.ros.grid_msg import grid_to_msg
+from l2cocc_ros.ros.diagnostics import NodeStatus, clip_text
 from l2cocc_ros.ros.frame import InputRejected, SyncedInputs, frame_from_inputs, input_topics
+from l2cocc_ros.ros.grid_msg import grid_to_msg
 from l2cocc_ros.ros.markers import MarkerEncoder, MarkerOptions
 from l2cocc_ros.ros.params import NodeConfig, declare_parameters, read_parameters
 from l2cocc_ros.ros.qos import OUTPUT_QOS
@@ -47,6 +49,9 @@ NODE_NAME = "l2cocc_node"
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 """The shipped parameter files (source tree; ``l2cocc node`` without ``--params-file`` uses them)."""
 _SHIPPED_PARAM_FILES: List[str] = []  # set by main() when it added the shipped files (named in the first log line)
+
+#: how far ahead of the node's clock a stamp may lie [s] (clocks of two machines can differ; years cannot)
+MAX_STAMP_AHEAD_S = 3600.0
 
 USAGE = """usage: l2cocc_node [--ros-args [--params-file config/l2cocc_node.param.yaml \\
            --params-file config/common.param.yaml] [-p checkpoint:=MODEL.pt] [-r __ns:=/NS] [-r ~/input/...:=TOPIC]]
@@ -101,14 +106,20 @@ class L2COccNode(Node):
         self.markers = MarkerEncoder(self.engine.cfg.grid, self.table, MarkerOptions(
             crop_min=cfg.markers_crop_min, crop_max=cfg.markers_crop_max, downsample=cfg.markers_downsample,
             alpha=cfg.markers_alpha))
+        topics = input_topics(with_cloud=self.engine.needs_points)
         self.sync, self._subscriptions_sync = make_synchronizer(
-            self, input_topics(with_cloud=self.engine.needs_points), cfg.sync_queue_size, cfg.sync_slop_s,
-            self._on_synchronized)
+            self, topics, cfg.sync_queue_size, cfg.sync_slop_s, self._on_synchronized,
+            on_lost=lambda name, n: self.status.samples_lost(topics[name][1].removeprefix("~/input/"), n))
         # 5. worker and timers
         self._cond = threading.Condition()
         self._slot: Optional[SyncedInputs] = None
         self._stopping = False
         self._last_stamp_ns: Optional[int] = None
+        self._noted: set = set()
+        # stereo matching needs images wider than its disparity range (OpenCV fails on narrower ones)
+        stereo = self.engine.stereo
+        nd, ds = int(getattr(stereo, "num_disparities", 0)), int(getattr(stereo, "downscale", 1))
+        self._min_width = ds * (-(-nd // ds) + 1) if nd else 2
         self._last_marker_t = -np.inf
         self._last_publish_t: Optional[float] = None
         self.last_timings_ms: dict = {}
@@ -160,13 +171,15 @@ class L2COccNode(Node):
 
     def _reject(self, kind: str, reason: str) -> None:
         if self.status.rejected_input(kind, reason):
-            self.get_logger().warning(f"rejected input ({kind}): {reason} [throttled]")
+            self.get_logger().warning(f"rejected input ({kind}): {clip_text(reason)} [throttled]")
 
     # ------------------------------------------------------------------------------------- the frame
     def _process(self, msgs: SyncedInputs) -> None:
         """One synchronized set: the frame (validated when built), its stamp, the engine, the outputs."""
         t0 = time.perf_counter()
-        frame = frame_from_inputs(msgs, self._lookup, cameras=self.engine.needs_cameras)
+        self._check_stamp_plausible(msgs.stamp)  # before TF: stamp 0 would look up the latest transform
+        frame = frame_from_inputs(msgs, self._lookup, cameras=self.engine.needs_cameras, min_width=self._min_width,
+                                  grid=self.engine.cfg.grid, note=self._note_once)
         self._accept_stamp(frame.stamp_ns)  # after validation: a rejected set never moves the last stamp
         t_convert = time.perf_counter()
         result = self.engine.infer(frame)
@@ -185,6 +198,28 @@ class L2COccNode(Node):
         self.status.frame_published(processing_ms, latency_ms)
         self.get_logger().debug("timings [ms]: " + ", ".join(f"{k} {v:.1f}" for k, v in self.last_timings_ms.items()))
 
+    def _check_stamp_plausible(self, stamp) -> None:
+        """Refuse stamps no sensor gives: unset (0), negative, nanoseconds past a second, or far ahead of this
+        node's clock (a garbage stamp accepted there would reset the node and publish a grid stamped with it)."""
+        if not 0 <= stamp.nanosec < 1_000_000_000:
+            raise InputRejected("stamp", f"stamp nanosec {stamp.nanosec} is not in [0, 1e9): a malformed stamp")
+        stamp_ns = stamp_to_ns(stamp)
+        if stamp_ns == 0:
+            raise InputRejected("stamp", "stamp is 0 (unset): the driver did not stamp the image")
+        if stamp_ns < 0:
+            raise InputRejected("stamp", f"stamp {stamp_ns * 1e-9:.3f} s is negative (before 1970): not a capture time")
+        now_ns = self.get_clock().now().nanoseconds
+        ahead = (stamp_ns - now_ns) * 1e-9
+        if now_ns > 0 and ahead > MAX_STAMP_AHEAD_S:  # (a sim clock that has not started yet reads 0)
+            raise InputRejected("stamp", f"stamp {stamp_ns * 1e-9:.3f} s is {ahead:.0f} s ahead of this node's clock "
+                                f"(more than {MAX_STAMP_AHEAD_S:.0f} s): a wrong clock or a garbage stamp")
+
+    def _note_once(self, key: str, text: str) -> None:
+        """Input that is used but is not what ROS specifies: one warning per kind for the node's life."""
+        if key not in self._noted:
+            self._noted.add(key)
+            self.get_logger().warning(clip_text(text) + " [once]")
+
     def _reset_if_time_looped(self, stamp_ns: int) -> bool:
         """A stamp more than ``stamp_reset_s`` before the last frame's (a bag loop): forget the sync queues,
         the dynamic TF history and the last stamp. Returns whether it reset."""
@@ -195,8 +230,7 @@ class L2COccNode(Node):
         self.get_logger().warning(f"time jumped back by {jump:.3f} s: resetting (sync queues, TF history)")
         self.status.resets += 1
         self.tf.clear_dynamic()
-        if self.sync is not None:
-            self.sync.reset()
+        self.sync.reset()
         self._last_stamp_ns = None
         return True
 
@@ -242,10 +276,10 @@ class L2COccNode(Node):
     # ------------------------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         extra = {f"timing.{k}_ms": round(v, 2) for k, v in self.last_timings_ms.items()}
-        if self.sync is not None:
-            s = self.sync.stats
-            extra.update({"sync.dropped_overflow": s.dropped_overflow, "sync.dropped_stale": s.dropped_stale,
-                          "sync.emitted": s.emitted})
+        extra["tf.ignored"] = self.tf.ignored
+        s = self.sync.stats
+        extra.update({"sync.dropped_overflow": s.dropped_overflow, "sync.dropped_stale": s.dropped_stale,
+                      "sync.emitted": s.emitted})
         self.diag_pub.publish(self.status.to_msg(self.get_clock().now().to_msg(), f"{self.get_name()}: perception",
                                                  self.get_fully_qualified_name(), extra))
 
@@ -271,7 +305,7 @@ def main(args: Optional[List[str]] = None) -> int:
     own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in own or "--help" in own:
         sys.stdout.write(USAGE)
-        return 0
+        return exit_codes.OK
     logging.basicConfig(level=logging.INFO)
     if "--params-file" not in argv:
         files = [str(CONFIG_DIR / "l2cocc_node.param.yaml"), str(CONFIG_DIR / "common.param.yaml")]
@@ -289,12 +323,12 @@ def main(args: Optional[List[str]] = None) -> int:
         pass
     except (ValueError, FileNotFoundError) as exc:
         logger.error("l2cocc_node cannot start: %s", exc)
-        return 2
+        return exit_codes.USAGE
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

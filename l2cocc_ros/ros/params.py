@@ -8,7 +8,6 @@ everything at once and raises one ValueError naming every bad or missing paramet
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -29,8 +28,6 @@ __all__ = [
     "load_param_file",
     "declared_names",
 ]
-
-_log = logging.getLogger(__name__)
 
 
 class _Required:
@@ -88,7 +85,10 @@ PARAMS: Tuple[ParamSpec, ...] = (
        "(bit-identical to Pillow; frees ~15 ms CPU per frame next to a GPU, slower on a CPU-only machine)",
        default=False),
     _S("publish_confidence", "bool", "fill the grid's per-voxel confidence (softmax probability of the label)"),
-    _S("stereo.backend", "string", "stereo depth backend name (core.stereo registry)"),
+    _S("stereo.backend", "string", "stereo depth backend: sgbm, torch_census, msnet3d (the released models' input: "
+       "MobileStereoNet as VoxFormer ran it), msnet2d, or a registered name (core.stereo registry)"),
+    _S("stereo.weights", "string", "MobileStereoNet weights file for msnet3d/msnet2d (MSNet3D_SF_DS_KITTI2015.ckpt "
+       "from the VoxFormer or CGFormer repository); empty for the other backends"),
     _S("stereo.num_disparities", "integer", "SGBM disparity range at full resolution [px], multiple of 16",
        minimum=16, maximum=512),
     _S("stereo.block_size", "integer", "SGBM matching block size [px], odd", minimum=1, maximum=21),
@@ -151,7 +151,7 @@ class NodeConfig:
     device_preprocess: bool
     publish_confidence: bool
     stereo_backend: str
-    stereo_options: Dict[str, int]
+    stereo_options: Dict[str, Any]
     sync_queue_size: int
     sync_slop_s: float
     stamp_reset_s: float
@@ -220,8 +220,7 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         channels_last=v["fast.channels_last"], compile_model=v["fast.compile"], cuda_graphs=v["fast.cuda_graphs"],
         device_preprocess=v["fast.device_preprocess"], publish_confidence=v["publish_confidence"],
         stereo_backend=v["stereo.backend"],
-        stereo_options={"num_disparities": int(v["stereo.num_disparities"]), "block_size": int(v["stereo.block_size"]),
-                        "downscale": int(v["stereo.downscale"])},
+        stereo_options=_stereo_options(v),
         sync_queue_size=int(v["sync.queue_size"]), sync_slop_s=float(v["sync.slop_s"]),
         stamp_reset_s=float(v["stamp_reset_s"]), tf_timeout_s=float(v["tf.timeout_s"]), tf_fallback=fallback,
         markers_enabled=v["markers.enabled"], markers_max_rate_hz=float(v["markers.max_rate_hz"]),
@@ -230,6 +229,34 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         markers_crop_max=tuple(float(x) for x in v["markers.crop_max"]),
         markers_alpha=float(v["markers.alpha"]), diagnostics=diag,
     )
+
+
+def _stereo_options(v: Mapping[str, Any]) -> Dict[str, Any]:
+    """The keyword options of ``get_stereo_backend(v["stereo.backend"], ...)``."""
+    if v["stereo.backend"].startswith("msnet"):  # the network follows the node's precision on CUDA
+        return {"weights": v["stereo.weights"], "precision": v["precision"]}
+    return {"num_disparities": int(v["stereo.num_disparities"]), "block_size": int(v["stereo.block_size"]),
+            "downscale": int(v["stereo.downscale"])}
+
+
+def _check_stereo(v: Mapping[str, Any]) -> Optional[str]:
+    """What is wrong with the stereo parameters (None if nothing); learned backends' weights are checked, not
+    loaded (the node loads them once)."""
+    from l2cocc_ros.core.stereo import get_stereo_backend
+    from l2cocc_ros.core.stereo.msnet.backend import WEIGHTS_SOURCE
+
+    name, weights = v["stereo.backend"], v["stereo.weights"]
+    if name.startswith("msnet"):
+        if not weights:
+            return f"stereo.weights: empty, but stereo.backend {name} needs its weights file; {WEIGHTS_SOURCE}"
+        if not os.path.isfile(weights):
+            return f"stereo.weights: file not found: {weights}; {WEIGHTS_SOURCE}"
+        return None
+    try:
+        get_stereo_backend(name, **_stereo_options(v))
+    except ValueError as exc:
+        return f"stereo: {exc}"
+    return None
 
 
 def _model_identity(v: Dict[str, Any]) -> Tuple[str, str]:
@@ -266,7 +293,6 @@ def _model_identity(v: Dict[str, Any]) -> Tuple[str, str]:
 
 def _check_consistency(v: Dict[str, Any]) -> List[str]:
     from l2cocc_ros.core.engine import resolve_device
-    from l2cocc_ros.core.stereo import get_stereo_backend
 
     out = []
     try:
@@ -274,11 +300,9 @@ def _check_consistency(v: Dict[str, Any]) -> List[str]:
     except ValueError as exc:
         out.append(f"device: {exc}")
     if v["variant"] != "l":
-        try:
-            get_stereo_backend(v["stereo.backend"], num_disparities=v["stereo.num_disparities"],
-                               block_size=v["stereo.block_size"], downscale=v["stereo.downscale"])
-        except ValueError as exc:
-            out.append(f"stereo: {exc}")
+        problem = _check_stereo(v)
+        if problem:
+            out.append(problem)
     if any(not lo < hi for lo, hi in zip(v["markers.crop_min"], v["markers.crop_max"])):
         out.append(f"markers.crop_min {list(v['markers.crop_min'])} must be below markers.crop_max "
                    f"{list(v['markers.crop_max'])} on every axis")

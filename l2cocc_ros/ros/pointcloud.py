@@ -6,15 +6,12 @@ writing goes through one ``tobytes``.
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence, Tuple
 
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
 __all__ = ["dtype_from_fields", "read_points", "read_xyzi", "create_cloud", "create_cloud_xyzi", "XYZI_FIELDS"]
-
-_log = logging.getLogger(__name__)
 
 # PointField datatype -> numpy type
 _POINTFIELD_DTYPES = {
@@ -50,7 +47,8 @@ def dtype_from_fields(fields: Sequence[PointField], point_step: int, is_bigendia
         is_bigendian: byte order of the data.
 
     Raises:
-        ValueError: unknown datatype, duplicate name, or a field beyond ``point_step``.
+        ValueError: unknown datatype, duplicate name, a field beyond ``point_step``, or two fields over the same
+            bytes (e.g. FLOAT64 fields declared 4 bytes apart over float32 data).
     """
     order = ">" if is_bigendian else "<"
     names, formats, offsets = [], [], []
@@ -67,6 +65,11 @@ def dtype_from_fields(fields: Sequence[PointField], point_step: int, is_bigendia
         names.append(f.name)
         formats.append(fmt)
         offsets.append(int(f.offset))
+    spans = sorted(zip(offsets, (f.itemsize for f in formats), names))
+    for (o1, n1, a), (o2, _, b) in zip(spans, spans[1:]):
+        if o2 < o1 + n1:
+            raise ValueError(f"PointField {b!r} (offset {o2}) overlaps {a!r} (offset {o1}, {n1} bytes): the fields "
+                             "do not describe the data (a wrong datatype?)")
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": int(point_step)})
 
 

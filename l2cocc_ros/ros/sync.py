@@ -8,19 +8,20 @@ a set is emitted every older queued message is discarded (it can only ever form 
 wants the newest frame), and every discarded message is counted.
 
 :func:`make_synchronizer` wires rclpy subscriptions to it, or uses the real ``message_filters`` when that
-package is installed.
+package is installed (behind :class:`MessageFiltersSynchronizer`: the same ``reset()``, ``queued()`` and
+``stats``).
 """
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["ApproximateTimeSynchronizer", "SyncStats", "stamp_to_ns", "make_synchronizer", "HAVE_MESSAGE_FILTERS"]
+from l2cocc_ros.core.stamps import stamp_to_ns
 
-_log = logging.getLogger(__name__)
+__all__ = ["ApproximateTimeSynchronizer", "MessageFiltersSynchronizer", "SyncStats", "make_synchronizer",
+           "HAVE_MESSAGE_FILTERS"]
 
 try:  # the real one (vehicle); ours otherwise
     import message_filters as _message_filters
@@ -29,11 +30,6 @@ try:  # the real one (vehicle); ours otherwise
 except ImportError:  # pragma: no cover - depends on the machine
     _message_filters = None
     HAVE_MESSAGE_FILTERS = False
-
-
-def stamp_to_ns(stamp) -> int:
-    """builtin_interfaces/Time -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 @dataclass
@@ -143,6 +139,71 @@ class ApproximateTimeSynchronizer:
             return sum(len(q) for q in self._queues)
 
 
+class MessageFiltersSynchronizer:
+    """``message_filters.ApproximateTimeSynchronizer`` behind the interface of ours: ``reset()``, ``queued()``
+    and ``stats``, so the node resets and reports the synchronizer whichever backend runs.
+
+    message_filters drops a queued message only when its queue overflows or its set is emitted, so
+    ``dropped_overflow = received - inputs * emitted - queued - cleared by reset`` and ``dropped_stale`` is 0.
+
+    Args:
+        node: the rclpy node.
+        inputs: (message type, topic, QoS profile) per input, in callback order.
+        queue_size, slop: as :class:`ApproximateTimeSynchronizer`.
+        callback: called as ``callback(*msgs)`` (input order).
+        event_callbacks: per input, the subscription's event callbacks (e.g. message_lost), or None.
+        module: the ``message_filters`` module (default the installed one).
+    """
+
+    def __init__(self, node, inputs: Sequence[Tuple[type, str, Any]], queue_size: int, slop: float,
+                 callback: Callable[..., Any], *, event_callbacks: Optional[Sequence[Any]] = None,
+                 module=None) -> None:
+        mf = module if module is not None else _message_filters
+        events = list(event_callbacks) if event_callbacks is not None else [None] * len(inputs)
+        self.subscribers = [mf.Subscriber(node, t, topic, qos_profile=qos, event_callbacks=ev)
+                            for (t, topic, qos), ev in zip(inputs, events)]
+        self._sync = mf.ApproximateTimeSynchronizer(self.subscribers, queue_size, slop)
+        self._callback = callback
+        self._lock = threading.Lock()
+        self._received = [0] * len(self.subscribers)
+        self._emitted = self._cleared = 0
+        for i, sub in enumerate(self.subscribers):  # after the synchronizer's own callbacks: counts what it took
+            sub.registerCallback(self._count, i)
+        self._sync.registerCallback(self._emit)
+
+    def _count(self, _msg: Any, index: int) -> None:
+        with self._lock:
+            self._received[index] += 1
+
+    def _emit(self, *msgs: Any) -> None:
+        with self._lock:
+            self._emitted += 1
+        self._callback(*msgs)
+
+    @property
+    def stats(self) -> SyncStats:
+        """The counters (a snapshot)."""
+        queued = self.queued()
+        with self._lock:
+            received, emitted, cleared = list(self._received), self._emitted, self._cleared
+        lost = sum(received) - len(received) * emitted - queued - cleared
+        return SyncStats(received=received, emitted=emitted, dropped_overflow=max(0, lost), dropped_stale=0)
+
+    def reset(self) -> None:
+        """Forget every queued message (counters are kept)."""
+        with self._sync.lock:
+            cleared = sum(len(q) for q in self._sync.queues)
+            for q in self._sync.queues:
+                q.clear()
+        with self._lock:
+            self._cleared += cleared
+
+    def queued(self) -> int:
+        """Number of messages waiting in all queues."""
+        with self._sync.lock:
+            return sum(len(q) for q in self._sync.queues)
+
+
 def make_synchronizer(
     node,
     inputs: Mapping[str, Tuple[type, str, Any]],
@@ -151,7 +212,8 @@ def make_synchronizer(
     callback: Callable[[Dict[str, Any]], Any],
     *,
     callback_group=None,
-) -> Tuple[Optional[ApproximateTimeSynchronizer], list]:
+    on_lost: Optional[Callable[[str, int], None]] = None,
+) -> Tuple[Union[ApproximateTimeSynchronizer, MessageFiltersSynchronizer], list]:
     """Subscribe to ``inputs`` and call ``callback(named)`` with approximately synchronized sets.
 
     Args:
@@ -161,23 +223,33 @@ def make_synchronizer(
         slop: largest stamp spread within a set [s].
         callback: receives one set as ``{input name: message}`` (never by position).
         callback_group: group of the subscriptions (ours only).
+        on_lost: ``on_lost(input_name, count)`` when the middleware reports ``count`` samples of an input lost
+            before they reached us (the subscription's message_lost event, where the RMW supports it).
 
     Returns:
-        (our synchronizer, or None when message_filters is used, the list of subscriptions/filters).
+        (the synchronizer: message_filters' behind :class:`MessageFiltersSynchronizer` when installed, else
+        ours; both have ``reset()``, ``queued()`` and ``stats``), the list of subscriptions).
     """
+    from rclpy.event_handler import SubscriptionEventCallbacks
+
     names = list(inputs)
 
     def emit(*msgs) -> None:
         callback(dict(zip(names, msgs)))
 
+    def events(name: str) -> Optional[SubscriptionEventCallbacks]:
+        if on_lost is None:
+            return None
+        return SubscriptionEventCallbacks(message_lost=lambda info: on_lost(name, int(info.total_count_change)))
+
     if _message_filters is not None:  # pragma: no cover - depends on the machine
-        subs = [_message_filters.Subscriber(node, t, topic, qos_profile=qos) for t, topic, qos in inputs.values()]
-        sync = _message_filters.ApproximateTimeSynchronizer(subs, queue_size, slop)
-        sync.registerCallback(emit)
-        return None, subs + [sync]
+        sync = MessageFiltersSynchronizer(node, list(inputs.values()), queue_size, slop, emit,
+                                          event_callbacks=[events(name) for name in names])
+        return sync, list(sync.subscribers)
     sync = ApproximateTimeSynchronizer(len(names), queue_size, slop, emit)
     subs = [
-        node.create_subscription(t, topic, (lambda m, i=i: sync.add(i, m)), qos, callback_group=callback_group)
-        for i, (t, topic, qos) in enumerate(inputs.values())
+        node.create_subscription(t, topic, (lambda m, i=i: sync.add(i, m)), qos, callback_group=callback_group,
+                                 event_callbacks=events(name))
+        for i, (name, (t, topic, qos)) in enumerate(inputs.items())
     ]
     return sync, subs

@@ -12,14 +12,18 @@ import bisect
 import logging
 import threading
 import time
-from typing import Dict, List, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from l2cocc_ros.core.stamps import stamp_to_ns
 from l2cocc_ros.core.transforms import make_transform, quaternion_from_matrix
+from l2cocc_ros.ros.diagnostics import LogThrottle, clip_text
 
 __all__ = [
     "TransformUnavailable",
+    "StaticLinkConflict",
     "TransformBuffer",
     "TransformListener",
     "TfLookup",
@@ -28,7 +32,7 @@ __all__ = [
     "HAVE_TF2_ROS",
 ]
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 try:  # the real tf2 (vehicle); ours otherwise
     import tf2_ros as _tf2_ros
@@ -80,8 +84,31 @@ def _interpolate(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     return make_transform(a[:3, 3] + w * (b[:3, 3] - a[:3, 3]), q)
 
 
+class StaticLinkConflict(ValueError):
+    """A ``/tf`` sample for a link that ``/tf_static`` holds (ignored: the static link is kept)."""
+
+
+@dataclass
+class _History:
+    """The time-ordered samples of one dynamic link."""
+
+    parent: str
+    stamps: List[int] = field(default_factory=list)
+    mats: List[np.ndarray] = field(default_factory=list)
+
+
+def _names(frames: List[str], limit: int = 10) -> str:
+    """At most ``limit`` frame names (each clipped), then how many more: bounded whatever the tree holds."""
+    shown = ", ".join(repr(clip_text(f, 64)) for f in frames[:limit])
+    return shown + (f" and {len(frames) - limit} more" if len(frames) > limit else "")
+
+
 class TransformBuffer:
-    """A thread-safe frame tree with static and time-stamped dynamic links.
+    """A thread-safe frame tree with static and time-stamped dynamic links, kept apart as tf2 does.
+
+    A static link (``/tf_static``) replaces any dynamic history of its child; a later dynamic sample for that
+    child is refused (:class:`StaticLinkConflict`) and the static link stays, so one stray ``/tf`` message
+    cannot turn a calibration into a one-sample dynamic link that fails every lookup at another time.
 
     Args:
         cache_time: seconds of dynamic history kept per link (> 0).
@@ -94,9 +121,8 @@ class TransformBuffer:
         if not cache_time > 0.0:
             raise ValueError(f"cache_time must be > 0 s, got {cache_time}")
         self._cache_ns = int(cache_time * 1e9)
-        self._parent: Dict[str, str] = {}
-        self._static: Dict[str, np.ndarray] = {}
-        self._dynamic: Dict[str, Tuple[List[int], List[np.ndarray]]] = {}
+        self._static: Dict[str, Tuple[str, np.ndarray]] = {}
+        self._dynamic: Dict[str, _History] = {}
         self._cond = threading.Condition()
 
     def set_transform(self, parent: str, child: str, stamp_ns: int, matrix: np.ndarray, *, static: bool) -> None:
@@ -104,60 +130,82 @@ class TransformBuffer:
 
         Raises:
             ValueError: empty or equal frame names, or a non-finite matrix.
+            StaticLinkConflict: a dynamic sample for a child that a static link holds (nothing is stored).
         """
         parent, child = parent.lstrip("/"), child.lstrip("/")
         if not parent or not child or parent == child:
-            raise ValueError(f"invalid TF link {parent!r} -> {child!r}")
+            raise ValueError(f"invalid TF link {clip_text(parent, 64)!r} -> {clip_text(child, 64)!r}")
         m = np.asarray(matrix, dtype=np.float64)
         if m.shape != (4, 4) or not np.all(np.isfinite(m)):
-            raise ValueError(f"TF {parent!r} -> {child!r}: transform must be a finite 4x4 matrix")
+            raise ValueError(f"TF {clip_text(parent, 64)!r} -> {clip_text(child, 64)!r}: transform must be a "
+                             "finite 4x4 matrix")
         with self._cond:
-            self._parent[child] = parent
             if static:
-                self._static[child] = m
+                self._static[child] = (parent, m)
                 self._dynamic.pop(child, None)
+            elif child in self._static:
+                raise StaticLinkConflict(
+                    f"/tf sample for {clip_text(parent, 64)!r} -> {clip_text(child, 64)!r} ignored: /tf_static "
+                    f"holds {clip_text(child, 64)!r} (parent {clip_text(self._static[child][0], 64)!r}); the "
+                    "static link is kept")
             else:
-                self._static.pop(child, None)
-                stamps, mats = self._dynamic.setdefault(child, ([], []))
-                if stamps and stamp_ns < stamps[-1]:
-                    i = bisect.bisect_left(stamps, stamp_ns)
-                    if i < len(stamps) and stamps[i] == stamp_ns:
-                        mats[i] = m
-                    else:
-                        stamps.insert(i, stamp_ns)
-                        mats.insert(i, m)
-                elif stamps and stamp_ns == stamps[-1]:
-                    mats[-1] = m
-                else:
-                    stamps.append(stamp_ns)
-                    mats.append(m)
-                while len(stamps) > 1 and stamps[0] < stamps[-1] - self._cache_ns:
-                    stamps.pop(0)
-                    mats.pop(0)
+                self._add_sample(parent, child, stamp_ns, m)
             self._cond.notify_all()
+
+    def _add_sample(self, parent: str, child: str, stamp_ns: int, m: np.ndarray) -> None:
+        link = self._dynamic.get(child)
+        if link is None or link.parent != parent:  # a new link, or a re-parented one: its old history is void
+            link = self._dynamic[child] = _History(parent)
+        stamps, mats = link.stamps, link.mats
+        if stamps and stamp_ns < stamps[-1]:
+            i = bisect.bisect_left(stamps, stamp_ns)
+            if i < len(stamps) and stamps[i] == stamp_ns:
+                mats[i] = m
+            else:
+                stamps.insert(i, stamp_ns)
+                mats.insert(i, m)
+        elif stamps and stamp_ns == stamps[-1]:
+            mats[-1] = m
+        else:
+            stamps.append(stamp_ns)
+            mats.append(m)
+        while len(stamps) > 1 and stamps[0] < stamps[-1] - self._cache_ns:
+            stamps.pop(0)
+            mats.pop(0)
 
     def set_transform_msg(self, ts, *, static: bool) -> None:
         """Store a geometry_msgs/TransformStamped."""
-        stamp = int(ts.header.stamp.sec) * 1_000_000_000 + int(ts.header.stamp.nanosec)
-        self.set_transform(ts.header.frame_id, ts.child_frame_id, stamp, matrix_from_transform_msg(ts.transform),
+        self.set_transform(ts.header.frame_id, ts.child_frame_id, stamp_to_ns(ts.header.stamp),
+                           matrix_from_transform_msg(ts.transform),
                            static=static)
 
     def clear_dynamic(self) -> None:
         """Forget the dynamic history (after a jump back in time); static links stay."""
         with self._cond:
-            for child in list(self._dynamic):
-                del self._parent[child]
             self._dynamic.clear()
+
+    def _parent_of(self, child: str) -> Optional[str]:
+        if child in self._static:
+            return self._static[child][0]
+        link = self._dynamic.get(child)
+        return link.parent if link is not None else None
+
+    def _known(self) -> set:
+        known = set(self._static) | set(self._dynamic)
+        known.update(p for p, _ in self._static.values())
+        known.update(link.parent for link in self._dynamic.values())
+        return known
 
     def frames(self) -> List[str]:
         """Every known frame."""
         with self._cond:
-            return sorted(set(self._parent) | set(self._parent.values()))
+            return sorted(self._known())
 
     def _link(self, child: str, stamp_ns: int) -> np.ndarray:
         if child in self._static:
-            return self._static[child]
-        stamps, mats = self._dynamic[child]
+            return self._static[child][1]
+        link = self._dynamic[child]
+        stamps, mats = link.stamps, link.mats
         if stamp_ns == 0:
             return mats[-1]
         i = bisect.bisect_left(stamps, stamp_ns)
@@ -165,7 +213,7 @@ class TransformBuffer:
             return mats[i]
         if i == 0 or i == len(stamps):
             raise TransformUnavailable(
-                f"no TF {self._parent[child]!r} -> {child!r} at t={stamp_ns * 1e-9:.3f} s "
+                f"no TF {clip_text(link.parent, 64)!r} -> {clip_text(child, 64)!r} at t={stamp_ns * 1e-9:.3f} s "
                 f"(have {stamps[0] * 1e-9:.3f} .. {stamps[-1] * 1e-9:.3f} s)"
             )
         w = (stamp_ns - stamps[i - 1]) / (stamps[i] - stamps[i - 1])
@@ -173,21 +221,27 @@ class TransformBuffer:
 
     def _chain(self, frame: str) -> List[str]:
         chain = [frame]
-        while chain[-1] in self._parent and len(chain) <= len(self._parent):
-            chain.append(self._parent[chain[-1]])
+        limit = len(self._static) + len(self._dynamic)
+        while len(chain) <= limit:
+            parent = self._parent_of(chain[-1])
+            if parent is None:
+                break
+            chain.append(parent)
         return chain
 
     def _try_lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
         if target == source:
             return np.eye(4)
-        known = set(self._parent) | set(self._parent.values())
+        known = self._known()
         for f in (target, source):
             if f not in known:
-                raise TransformUnavailable(f"frame {f!r} does not exist in TF (known: {sorted(known)})")
+                raise TransformUnavailable(f"frame {clip_text(f, 64)!r} does not exist in TF ({len(known)} known: "
+                                           f"{_names(sorted(known))})")
         up_s, up_t = self._chain(source), self._chain(target)
         common = next((f for f in up_s if f in up_t), None)
         if common is None:
-            raise TransformUnavailable(f"frames {target!r} and {source!r} are not connected in TF")
+            raise TransformUnavailable(f"frames {clip_text(target, 64)!r} and {clip_text(source, 64)!r} are not "
+                                       "connected in TF")
         root_from_source = np.eye(4)
         for f in up_s[: up_s.index(common)]:
             root_from_source = self._link(f, stamp_ns) @ root_from_source
@@ -232,7 +286,7 @@ class TransformListener:
         callback_group: group for the two subscriptions (default: a new reentrant group).
     """
 
-    def __init__(self, buffer: TransformBuffer, node, *, callback_group=None) -> None:
+    def __init__(self, buffer: TransformBuffer, node, *, callback_group=None, warn_period_s: float = 5.0) -> None:
         from rclpy.callback_groups import ReentrantCallbackGroup
         from rclpy.qos import QoSProfile
         from tf2_msgs.msg import TFMessage
@@ -240,6 +294,8 @@ class TransformListener:
         from l2cocc_ros.ros.qos import TF_QOS, TF_STATIC_QOS
 
         self.buffer = buffer
+        self.ignored = 0  # TF samples refused (invalid, or a /tf sample for a static link)
+        self._warnings = LogThrottle(warn_period_s)
         group = callback_group or ReentrantCallbackGroup()
         # the reader keeps 100 samples, as tf2_ros's listener: several static broadcasters may each latch one
         static = QoSProfile(history=TF_STATIC_QOS.history, depth=100, reliability=TF_STATIC_QOS.reliability,
@@ -254,8 +310,12 @@ class TransformListener:
         for ts in msg.transforms:
             try:
                 self.buffer.set_transform_msg(ts, static=static)
-            except ValueError as exc:
-                _log.warning("ignoring TF %s -> %s: %s", ts.header.frame_id, ts.child_frame_id, exc)
+            except ValueError as exc:  # one warning per period at most, with the count of the ones not logged
+                self.ignored += 1
+                suppressed = self._warnings.due()
+                if suppressed is not None:
+                    more = f" ({suppressed} more ignored since the last warning)" if suppressed else ""
+                    logger.warning("ignoring TF on %s: %s%s", "/tf_static" if static else "/tf", exc, more)
 
 
 class TfLookup:
@@ -277,6 +337,11 @@ class TfLookup:
         else:
             self.buffer = TransformBuffer(cache_time)
             self.listener = TransformListener(self.buffer, node)
+
+    @property
+    def ignored(self) -> int:
+        """TF samples our listener refused (invalid, or /tf for a static link); tf2_ros does not count them."""
+        return self.listener.ignored if self.backend == "l2cocc" else 0
 
     def lookup(self, target: str, source: str, stamp_ns: int, timeout: float) -> np.ndarray:
         """``T_target_from_source`` at the stamp.

@@ -30,6 +30,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from l2cocc_ros import exit_codes
+
 __all__ = ["stats_ms", "machine_info", "bench_node", "bench_engine", "bench_agreement", "main"]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,7 +107,7 @@ def bench_node(runs: int = 50, voxel_counts: Sequence[int] = (20_000, 100_000, 2
     from builtin_interfaces.msg import Time
     from visualization_msgs.msg import MarkerArray
 
-    from l2cocc_ros.core.camera import build_camera_inputs
+    from l2cocc_ros.core.preprocess import build_camera_inputs
     from l2cocc_ros.core.classes import semantic_kitti
     from l2cocc_ros.core.grid import SEMANTIC_KITTI_GRID
     from l2cocc_ros.msg import SemanticVoxelGrid
@@ -486,7 +488,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(report) + "\n")
     print(f"wrote {args.out}")
-    return 1 if failed else 0
+    return exit_codes.FAILED if failed else exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ Exit codes: 0 = OK, 1 = the keys/shapes do not match (a report grouped by top-le
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import List, Optional
 
-__all__ = ["main"]
+from l2cocc_ros import exit_codes
 
-logger = logging.getLogger(__name__)
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,19 +42,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = load_config(args.config) if args.config.endswith((".yaml", ".yml")) else get_preset(args.config)
     except (FileNotFoundError, ValueError) as exc:
         print(f"ckpt-check: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     model = build_model(cfg.model)
     try:
         report = load_released(args.path, model)
     except CheckpointMismatchError as exc:
         print(f"MISMATCH {args.path} vs preset {args.config}:\n{exc.report.format(args.examples)}")
-        return 1
+        return exit_codes.FAILED
     except (FileNotFoundError, CheckpointError) as exc:
         print(f"ckpt-check: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     note = f"; {report.format()}" if report.dropped else ""
     print(f"OK {args.path} loads strictly into {args.config}: {report.num_params:,} trainable parameters{note}")
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import importlib
 import sys
 from typing import List, Optional
 
+from l2cocc_ros import exit_codes
+
 __all__ = ["COMMANDS", "main"]
 
 # name -> (module, one-line help)
@@ -17,6 +19,7 @@ COMMANDS = {
                         "generate the synthetic benchmark (training + held-out worlds, labels, stereo, manifest)"),
     "preprocess": ("l2cocc_ros.tools.preprocess", "make label (1:1, 1:2) and stereo-depth files for a dataset"),
     "train": ("l2cocc_ros.tools.train", "train L2COcc-C / -L / -D (Lightning, one GPU or DDP)"),
+    "check-data": ("l2cocc_ros.tools.check_data", "validate a dataset's files before training (also run by train)"),
     "eval": ("l2cocc_ros.tools.evaluate", "score predictions or a checkpoint on a split (official metric)"),
     "ckpt-check": ("l2cocc_ros.tools.ckpt_check", "check that a checkpoint loads strictly into a preset"),
     "node": ("l2cocc_ros.ros.node", "run the perception node (same as ros2 run l2cocc_ros l2cocc_node)"),
@@ -42,11 +45,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
-        return 0
+        return exit_codes.OK
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"l2cocc: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 

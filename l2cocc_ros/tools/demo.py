@@ -20,7 +20,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
+
+from l2cocc_ros import exit_codes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,16 +59,18 @@ def _ensure_dataset(root: Path, frames: int, seed: int, width: int, height: int)
 
 
 def _ensure_bag(root: Path, bag: Path, rewrite: bool) -> None:
-    from l2cocc_ros.tools.kitti2bag import convert_sequence
-
+    """``l2cocc kitti2bag`` of the sequence (as its own process, like the other tools of the demo)."""
     if bag.exists() and not rewrite:
         return
     if bag.exists():
         import shutil
 
         shutil.rmtree(bag)
-    summary = convert_sequence(root, "08", bag)
-    print(f"[demo] wrote bag {bag} ({len(summary.frames)} frames)", flush=True)
+    proc = subprocess.run(_python("l2cocc_ros.tools.kitti2bag", "-d", str(root), "-s", "08", "-o", str(bag)),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"l2cocc kitti2bag failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    print(f"[demo] {proc.stdout.strip().splitlines()[-1]}", flush=True)
 
 
 def _checkpoint_meta(checkpoint: Path) -> Dict[str, str]:
@@ -90,11 +94,32 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait()
 
 
+def _node_and_replay_commands(checkpoint: Path, meta: Dict[str, str], bag: Path,
+                              rate: float) -> Tuple[List[str], List[str]]:
+    """The node's command (its inputs remapped to the bag's topics) and the replay's, which waits until
+    every one of those inputs has a subscriber: a set played before the node listens is lost uncounted."""
+    from l2cocc_ros.core.data.bag_layout import BagNames
+
+    names = BagNames()
+    inputs = {"left/image": names.left_image, "left/camera_info": names.left_info,
+              "right/image": names.right_image, "right/camera_info": names.right_info}
+    if meta["variant"] == "l":  # the only variant whose node subscribes to the cloud
+        inputs["pointcloud"] = names.pointcloud
+    remaps = [arg for name, topic in inputs.items() for arg in ("-r", f"~/input/{name}:={topic}")]
+    node_cmd = _python(
+        "l2cocc_ros.ros.node", "--ros-args",
+        "--params-file", str(REPO / "config" / "l2cocc_node.param.yaml"),
+        "--params-file", str(REPO / "config" / "common.param.yaml"),
+        "-p", f"checkpoint:={checkpoint}",  # variant and preset: the node reads them from the file
+        "-p", "device:=cpu", "-p", "precision:=fp32", *remaps)
+    replay_cmd = _python("l2cocc_ros.tools.replay", str(bag), "--rate", str(rate),
+                         "--wait-for", *inputs.values(), "--wait-timeout", "300")
+    return node_cmd, replay_cmd
+
+
 def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, rate: float = 0.1,
              width: int = 1241, height: int = 376, renders: int = 2, timeout_s: float = 600.0) -> Dict[str, object]:
     """Run the demo; returns the scorer's summary plus drop counts. Raises RuntimeError with the log tail."""
-    from l2cocc_ros.tools.kitti2bag import BagNames
-
     out.mkdir(parents=True, exist_ok=True)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} not found (the repository ships "
@@ -109,24 +134,13 @@ def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, 
     env.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(20, 99)))
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_messages.xml"))
     env["PYTHONUNBUFFERED"] = "1"
-    names = BagNames()
     meta = _checkpoint_meta(checkpoint)
-    node_cmd = _python(
-        "l2cocc_ros.ros.node", "--ros-args",
-        "--params-file", str(REPO / "config" / "l2cocc_node.param.yaml"),
-        "--params-file", str(REPO / "config" / "common.param.yaml"),
-        "-p", f"checkpoint:={checkpoint}",  # variant and preset: the node reads them from the file
-        "-p", "device:=cpu", "-p", "precision:=fp32",
-        "-r", f"~/input/left/image:={names.left_image}", "-r", f"~/input/left/camera_info:={names.left_info}",
-        "-r", f"~/input/right/image:={names.right_image}", "-r", f"~/input/right/camera_info:={names.right_info}",
-        "-r", f"~/input/pointcloud:={names.pointcloud}")
+    node_cmd, replay_cmd = _node_and_replay_commands(checkpoint, meta, bag, rate)
     pred = out / "predictions"
     score_json = out / "score.json"
     score_cmd = _python("l2cocc_ros.tools.score", "-d", str(data), "-s", "08", "-o", str(pred),
                         "--frames", str(frames), "--idle-timeout", "30", "--timeout", str(timeout_s),
                         "--json", str(score_json))
-    replay_cmd = _python("l2cocc_ros.tools.replay", str(bag), "--rate", str(rate),
-                         "--wait-for", names.left_image, names.right_info, "--wait-timeout", "300")
     logs = {name: open(out / f"{name}.log", "w") for name in ("node", "score", "replay")}
     procs: Dict[str, subprocess.Popen] = {}
     try:
@@ -160,8 +174,8 @@ def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, 
 
 def _render(data: Path, pred: Path, out: Path, summary: Dict[str, object], count: int) -> List[str]:
     from l2cocc_ros.core.classes import semantic_kitti
-    from l2cocc_ros.tools.evaluate import load_ground_truth, read_prediction
-    from l2cocc_ros.tools.render import render_grid
+    from l2cocc_ros.core.data.predictions import load_ground_truth, read_prediction
+    from l2cocc_ros.tools.rendering import render_grid
 
     table = semantic_kitti()
     files = sorted((pred / "sequences" / "08" / "predictions").glob("*.label"))
@@ -206,16 +220,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     try:
-        summary = run_demo(args.out, args.checkpoint or shipped_checkpoint(args.variant), frames=args.frames, seed=args.seed, rate=args.rate,
+        summary = run_demo(args.out, args.checkpoint or shipped_checkpoint(args.variant), frames=args.frames,
+                           seed=args.seed, rate=args.rate,
                            timeout_s=args.timeout)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"make demo: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     print(_table(summary))
     for path in summary["renders"]:
         print(f"render: {path}")
     print(f"[demo] done in {time.monotonic() - t0:.0f} s; predictions in {args.out / 'predictions'}")
-    return 0 if summary["frames"] > 0 else 1
+    return exit_codes.OK if summary["frames"] > 0 else exit_codes.FAILED
 
 
 if __name__ == "__main__":

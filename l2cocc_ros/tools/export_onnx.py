@@ -38,8 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from l2cocc_ros.core.camera import build_camera_inputs
+from l2cocc_ros import exit_codes
 from l2cocc_ros.core.config import ModelConfig, get_preset
+from l2cocc_ros.core.preprocess import build_camera_inputs
 
 __all__ = ["INPUT_NAMES", "KITTI_P2", "KITTI_TR", "CameraExportWrapper", "example_inputs", "onnx_symbolics",
            "export_camera_model", "check_onnx", "main"]
@@ -380,8 +381,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("check (onnxruntime CPU vs torch): " + ", ".join(f"{k} {v:.6g}" for k, v in res.items()))
     except (ValueError, FileNotFoundError, TypeError) as exc:
         print(f"l2cocc export-onnx: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return exit_codes.USAGE
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -27,31 +30,14 @@ import cv2
 import numpy as np
 
 from l2cocc_ros.core.data import kitti_io
+from l2cocc_ros.core.data.bag_layout import DEFAULT_START_S, BagNames, frame_stamp_ns
+from l2cocc_ros.core.stamps import ns_to_tuple
 from l2cocc_ros.core.transforms import invert_transform, quaternion_from_matrix
+from l2cocc_ros import exit_codes
 
-__all__ = ["BagNames", "BagSummary", "convert_sequence", "frame_stamp_ns", "stereo_rig", "main"]
+__all__ = ["BagSummary", "convert_sequence", "stereo_rig", "main"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_START_S = 1.0  # stamp 0 means "latest" to TF, so KITTI's times (from 0.0) are shifted by this
-
-
-@dataclass(frozen=True)
-class BagNames:
-    """Topic and frame names of a KITTI bag (the de-facto convention by default)."""
-
-    left_image: str = "/kitti/camera_color_left/image_raw"
-    left_info: str = "/kitti/camera_color_left/camera_info"
-    right_image: str = "/kitti/camera_color_right/image_raw"
-    right_info: str = "/kitti/camera_color_right/camera_info"
-    pointcloud: str = "/kitti/velodyne_points"
-    world_frame: str = "world"
-    base_frame: str = "base_link"
-    velodyne_frame: str = "velodyne"
-    cam0_frame: str = "camera_gray_left"
-    left_frame: str = "camera_color_left"
-    right_frame: str = "camera_color_right"
-
 
 @dataclass(frozen=True)
 class BagSummary:
@@ -61,11 +47,6 @@ class BagSummary:
     frames: List[int]
     stamps_ns: List[int]
     counts: Dict[str, int]
-
-
-def frame_stamp_ns(times_s: np.ndarray, start_s: float = DEFAULT_START_S) -> np.ndarray:
-    """Bag stamps (int64 ns) of frames whose ``times.txt`` entries are ``times_s``."""
-    return np.round((np.asarray(times_s, dtype=np.float64) + start_s) * 1e9).astype(np.int64)
 
 
 def stereo_rig(p2: np.ndarray, p3: np.ndarray) -> Dict[str, np.ndarray]:
@@ -108,7 +89,7 @@ class _Messages:
         self.t = self.store.types
 
     def header(self, stamp_ns: int, frame: str):
-        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+        sec, nsec = ns_to_tuple(stamp_ns)
         return self.t["std_msgs/msg/Header"](stamp=self.t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec),
                                              frame_id=frame)
 
@@ -190,7 +171,8 @@ def convert_sequence(dataset: Path, sequence: str, out: Path, *, frames: Optiona
     Args:
         dataset: root holding ``sequences/``.
         sequence: e.g. "08".
-        out: bag directory to create (must not exist).
+        out: bag directory to create (must not exist). The bag is written under a temporary name next to it
+            and moved into place only when complete: a failure leaves nothing behind, a rerun works.
         frames: frame ids to write (default all images).
         storage: "mcap" or "sqlite3".
         names: topic and frame names.
@@ -232,40 +214,47 @@ def convert_sequence(dataset: Path, sequence: str, out: Path, *, frames: Optiona
         from tqdm import tqdm
 
         iterator = tqdm(list(iterator), desc=f"kitti2bag {sequence}", unit="frame")
-    with Writer(out, version=9, storage_plugin=plugin) as writer:
-        def conn(topic, msgtype, **kw):
-            return writer.add_connection(topic, msgtype, typestore=m.store, **kw)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    partial = work / out.name  # the storage file inside keeps the bag's final name
+    try:
+        with Writer(partial, version=9, storage_plugin=plugin) as writer:
+            def conn(topic, msgtype, **kw):
+                return writer.add_connection(topic, msgtype, typestore=m.store, **kw)
 
-        c_static = conn("/tf_static", "tf2_msgs/msg/TFMessage", offered_qos_profiles=_latched_qos())
-        c_tf = conn("/tf", "tf2_msgs/msg/TFMessage") if poses is not None else None
-        c_li, c_ri = conn(names.left_image, "sensor_msgs/msg/Image"), conn(names.right_image, "sensor_msgs/msg/Image")
-        c_lc = conn(names.left_info, "sensor_msgs/msg/CameraInfo")
-        c_rc = conn(names.right_info, "sensor_msgs/msg/CameraInfo")
-        c_pc = conn(names.pointcloud, "sensor_msgs/msg/PointCloud2") if has_velo else None
+            c_static = conn("/tf_static", "tf2_msgs/msg/TFMessage", offered_qos_profiles=_latched_qos())
+            c_tf = conn("/tf", "tf2_msgs/msg/TFMessage") if poses is not None else None
+            c_li, c_ri = conn(names.left_image, "sensor_msgs/msg/Image"), conn(names.right_image, "sensor_msgs/msg/Image")
+            c_lc = conn(names.left_info, "sensor_msgs/msg/CameraInfo")
+            c_rc = conn(names.right_info, "sensor_msgs/msg/CameraInfo")
+            c_pc = conn(names.pointcloud, "sensor_msgs/msg/PointCloud2") if has_velo else None
 
-        def write(c, stamp, msg):
-            writer.write(c, int(stamp), m.cdr(msg))
-            counts[c.topic] = counts.get(c.topic, 0) + 1
+            def write(c, stamp, msg):
+                writer.write(c, int(stamp), m.cdr(msg))
+                counts[c.topic] = counts.get(c.topic, 0) + 1
 
-        write(c_static, stamps[0], m.tf(static, stamps[0]))
-        for frame, stamp in iterator:
-            name = f"{frame:06d}"
-            left = _read_rgb(seq_dir / "image_2" / f"{name}.png")
-            right = _read_rgb(seq_dir / "image_3" / f"{name}.png")
-            if left.shape != right.shape:
-                raise ValueError(f"frame {name}: image_2 is {left.shape[:2]} but image_3 is {right.shape[:2]}")
-            if c_tf is not None:
-                if frame >= len(poses):
-                    raise ValueError(f"frame {name} is beyond poses.txt ({len(poses)} lines) in {seq_dir}")
-                t_world_base = poses[frame] @ calib["Tr"]  # cam0 pose in world @ velodyne pose in cam0
-                write(c_tf, stamp, m.tf([(names.world_frame, names.base_frame, t_world_base)], stamp))
-            write(c_li, stamp, m.image(left, stamp, names.left_frame))
-            write(c_lc, stamp, m.camera_info(rig["P_left"], left.shape[:2], stamp, names.left_frame))
-            write(c_ri, stamp, m.image(right, stamp, names.right_frame))
-            write(c_rc, stamp, m.camera_info(rig["P_right"], right.shape[:2], stamp, names.right_frame))
-            if c_pc is not None:
-                points = kitti_io.read_velodyne(seq_dir / "velodyne" / f"{name}.bin")
-                write(c_pc, stamp, m.pointcloud(points, stamp, names.velodyne_frame))
+            write(c_static, stamps[0], m.tf(static, stamps[0]))
+            for frame, stamp in iterator:
+                name = f"{frame:06d}"
+                left = _read_rgb(seq_dir / "image_2" / f"{name}.png")
+                right = _read_rgb(seq_dir / "image_3" / f"{name}.png")
+                if left.shape != right.shape:
+                    raise ValueError(f"frame {name}: image_2 is {left.shape[:2]} but image_3 is {right.shape[:2]}")
+                if c_tf is not None:
+                    if frame >= len(poses):
+                        raise ValueError(f"frame {name} is beyond poses.txt ({len(poses)} lines) in {seq_dir}")
+                    t_world_base = poses[frame] @ calib["Tr"]  # cam0 pose in world @ velodyne pose in cam0
+                    write(c_tf, stamp, m.tf([(names.world_frame, names.base_frame, t_world_base)], stamp))
+                write(c_li, stamp, m.image(left, stamp, names.left_frame))
+                write(c_lc, stamp, m.camera_info(rig["P_left"], left.shape[:2], stamp, names.left_frame))
+                write(c_ri, stamp, m.image(right, stamp, names.right_frame))
+                write(c_rc, stamp, m.camera_info(rig["P_right"], right.shape[:2], stamp, names.right_frame))
+                if c_pc is not None:
+                    points = kitti_io.read_velodyne(seq_dir / "velodyne" / f"{name}.bin")
+                    write(c_pc, stamp, m.pointcloud(points, stamp, names.velodyne_frame))
+        os.replace(partial, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     logger.info("wrote %d frames of sequence %s to %s", len(frame_list), sequence, out)
     return BagSummary(path=out, frames=frame_list, stamps_ns=[int(s) for s in stamps], counts=counts)
 
@@ -301,13 +290,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         summary = convert_sequence(args.dataset, args.sequence, args.out, frames=args.frames, storage=args.storage,
                                    names=names, start_s=args.start, progress=True)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"l2cocc kitti2bag: error: {exc}", file=sys.stderr)
-        return 1
+    except (FileNotFoundError, FileExistsError) as exc:  # a missing input or an existing output
+        print(f"l2cocc kitti2bag: error: {exc} (nothing written to {args.out})", file=sys.stderr)
+        return exit_codes.USAGE
+    except ValueError as exc:  # bad data met while converting
+        print(f"l2cocc kitti2bag: error: {exc} (nothing written to {args.out})", file=sys.stderr)
+        return exit_codes.FAILED
     for topic, n in sorted(summary.counts.items()):
         print(f"{topic:45s} {n:6d}")
     print(f"wrote {summary.path} ({len(summary.frames)} frames)")
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

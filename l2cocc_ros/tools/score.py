@@ -27,9 +27,11 @@ import numpy as np
 
 from l2cocc_ros.core.classes import ClassTable, semantic_kitti
 from l2cocc_ros.core.data import kitti_io
+from l2cocc_ros.core.data.bag_layout import DEFAULT_START_S, BagNames, frame_stamp_ns
+from l2cocc_ros.core.data.predictions import load_ground_truth, write_prediction
 from l2cocc_ros.core.metrics import SSCMetrics
-from l2cocc_ros.tools.evaluate import load_ground_truth, write_prediction
-from l2cocc_ros.tools.kitti2bag import DEFAULT_START_S, BagNames, frame_stamp_ns
+from l2cocc_ros.core.stamps import stamp_to_ns
+from l2cocc_ros import exit_codes
 
 __all__ = ["FrameScore", "Scorer", "cdr_header_stamp_ns", "main"]
 
@@ -42,7 +44,7 @@ def cdr_header_stamp_ns(raw: bytes) -> int:
         raise ValueError(f"message of {len(raw)} bytes is too short to hold a header")
     endian = "<" if raw[1] == 1 else ">"
     sec, nsec = struct.unpack_from(endian + "iI", raw, 4)
-    return sec * 1_000_000_000 + nsec
+    return stamp_to_ns((sec, nsec))
 
 
 @dataclass
@@ -160,7 +162,7 @@ def run_live(scorer: Scorer, grid_topic: str, image_topic: str, *, expected_fram
     def on_grid(raw: bytes) -> None:
         now = time.monotonic()
         grid = msg_to_grid(deserialize_message(raw, SemanticVoxelGrid))
-        stamp = grid.stamp[0] * 1_000_000_000 + grid.stamp[1]
+        stamp = stamp_to_ns(grid.stamp)
         last["t"], last["first"] = now, last["first"] or now
         score = scorer.add(grid.labels, stamp, now)
         if echo and score is not None:
@@ -204,7 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         scorer = Scorer(args.dataset, args.sequence, args.out, args.start)
     except (FileNotFoundError, ValueError) as exc:
         print(f"l2cocc score: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.USAGE
     try:
         run_live(scorer, args.grid_topic, args.image_topic, expected_frames=args.frames,
                  idle_timeout_s=args.idle_timeout, timeout_s=args.timeout)
@@ -216,7 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))
-    return 0 if summary["frames"] else 1
+    return exit_codes.OK if summary["frames"] else exit_codes.FAILED
 
 
 if __name__ == "__main__":

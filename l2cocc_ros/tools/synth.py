@@ -10,16 +10,15 @@ writes ``data/synth/sequences/08/{calib.txt,poses.txt,times.txt,image_2,image_3,
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from typing import List, Optional
 
+from l2cocc_ros import exit_codes
+
 from ..core.data.synth import KITTI_SIZE, SynthConfig, write_sequence
 
 __all__ = ["build_parser", "main"]
-
-logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                              f"{args.seed})")
     except ValueError as exc:
         print(f"l2cocc synth: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -67,10 +66,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             out = write_sequence(args.out, args.sequence, args.frames, args.seed, args.start, config, bar.update)
         except ValueError as exc:
             print(f"l2cocc synth: error: {exc}", file=sys.stderr)
-            return 2
+            return exit_codes.USAGE
     print(f"wrote {args.frames} frames ({args.width}x{args.height}, seed {args.seed}) to {out} "
           f"in {time.perf_counter() - t0:.1f} s")
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

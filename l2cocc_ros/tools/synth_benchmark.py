@@ -31,11 +31,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import exit_codes
 from ..core.data.synth import KITTI_SIZE, SynthConfig, write_sequence
 
 __all__ = ["HELDOUT_FIRST_SEQUENCE", "build_parser", "class_histogram", "generate_benchmark", "main"]
-
-logger = logging.getLogger(__name__)
 
 HELDOUT_FIRST_SEQUENCE = 20
 """Held-out worlds are sequences 20, 21, ...; training worlds 00, 01, ..."""
@@ -85,7 +84,7 @@ def generate_benchmark(out: Path, *, train_worlds: int = 12, train_frames: int =
     Raises:
         ValueError: a count < 1, more than 20 training worlds (their names would reach the held-out ones).
     """
-    from .preprocess import preprocess_labels, preprocess_stereo
+    from l2cocc_ros.core.data.prepare import preprocess_labels, preprocess_stereo
 
     for name, v in (("train_worlds", train_worlds), ("train_frames", train_frames),
                     ("heldout_worlds", heldout_worlds), ("heldout_frames", heldout_frames), ("stride", stride)):
@@ -184,11 +183,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             progress=not args.no_progress, command=command)
     except ValueError as exc:
         print(f"l2cocc synth-benchmark: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     splits = manifest["splits"]
     print(f"wrote {splits['train']['frames']} training and {splits['heldout']['frames']} held-out frames to "
           f"{args.out} in {manifest['generation_seconds']['total_s']:.0f} s (manifest.json)")
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

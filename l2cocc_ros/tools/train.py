@@ -11,6 +11,9 @@ Examples::
     l2cocc train ... --out runs/tiny_c --resume        # continue from runs/tiny_c/checkpoints/last.ckpt
     l2cocc train ... --init-from runs/tiny_c/best.pt --out runs/tiny_c2   # new schedule from trained weights
 
+Every file the samples read is checked before the first step (``l2cocc check-data``); a bad one ends the
+run with one line naming it and exit code 1.
+
 Writes ``OUT/checkpoints/{best-*,last}.ckpt`` (Lightning, for --resume), ``OUT/best.pt`` / ``OUT/last.pt``
 (our checkpoint format, for ``l2cocc eval``, the engine and the node), ``OUT/config.yaml`` and TensorBoard
 logs in ``OUT/tb``.
@@ -23,16 +26,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-__all__ = ["build_parser", "make_dataset", "main"]
+from l2cocc_ros import exit_codes
+from l2cocc_ros.core.data.training_sets import DEFAULT_TRAIN, DEFAULT_VAL, experiment_from_spec, make_dataset
+
+__all__ = ["build_parser", "main"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TRAIN = {"semantic_kitti": ["00", "01", "02", "03", "04", "05", "06", "07", "09", "10"],
-                 "kitti360": ["2013_05_28_drive_0000_sync", "2013_05_28_drive_0002_sync",
-                              "2013_05_28_drive_0003_sync", "2013_05_28_drive_0004_sync",
-                              "2013_05_28_drive_0005_sync", "2013_05_28_drive_0007_sync",
-                              "2013_05_28_drive_0010_sync"]}
-DEFAULT_VAL = {"semantic_kitti": ["08"], "kitti360": ["2013_05_28_drive_0006_sync"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,45 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_dataset(cfg, root: str, sequences: List[str], *, labels: Optional[str], stereo: Optional[str],
-                 stereo_backend: str, train: bool, color_jitter: bool = True):
-    """The dataset of ``cfg.model.dataset`` with the inputs the variant needs.
-
-    Args:
-        cfg: ``ExperimentConfig``.
-        root: dataset root.
-        sequences: sequence names.
-        labels: preprocessed labels root or None.
-        stereo: stereo depth root or None (then ``stereo_backend`` computes it per frame).
-        stereo_backend: backend name (``core.stereo.get_stereo_backend``).
-        train: training split (colour jitter on when ``color_jitter``).
-        color_jitter: apply the original's (0.4, 0.4, 0.4) jitter to training images.
-    """
-    from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset, modalities_for_variant
-    from l2cocc_ros.core.stereo import get_stereo_backend
-
-    modalities = modalities_for_variant(cfg.model.variant)
-    needs_camera = modalities != "lidar"
-    kwargs = dict(modalities=modalities, labels_root=labels, stereo_root=stereo,
-                  stereo_backend=get_stereo_backend(stereo_backend) if needs_camera and stereo is None else None,
-                  input_size=tuple(cfg.model.image_size),
-                  color_jitter=(0.4, 0.4, 0.4) if (train and color_jitter and needs_camera) else None,
-                  lidar_depth=needs_camera and cfg.loss.depth_weight > 0)
-    if cfg.model.dataset == "kitti360":
-        from l2cocc_ros.core.data.kitti360 import KITTI360Dataset
-        return KITTI360Dataset(root, sequences, **kwargs)
-    return SemanticKITTIDataset(root, sequences, **kwargs)
-
-
-def _load_cfg(spec: str):
-    from l2cocc_ros.core.config import get_preset, load_config, preset_names
-    if spec in preset_names():
-        return get_preset(spec)
-    if Path(spec).suffix in (".yaml", ".yml") or Path(spec).exists():
-        return load_config(spec)
-    raise ValueError(f"--config {spec!r} is neither a preset ({', '.join(preset_names())}) nor a YAML file")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -113,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from l2cocc_ros.core.training import fit
 
     try:
-        cfg = _load_cfg(args.config)
+        cfg = experiment_from_spec(args.config)
         devices = args.devices if args.devices == "auto" else int(args.devices)
         if args.max_steps is not None and args.max_steps <= 0:
             raise ValueError(f"--max-steps must be > 0; got {args.max_steps}")
@@ -134,7 +94,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         val_set = make_dataset(cfg, args.data, val_seqs, train=False, **common) if val_seqs else None
     except (ValueError, FileNotFoundError) as exc:
         print(f"l2cocc train: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
+    from l2cocc_ros.core.data.check import check_dataset
+
+    problems = check_dataset(train_set) + (check_dataset(val_set) if val_set is not None else [])
+    if problems:  # before the first step, not at frame 9,000
+        more = f" (and {len(problems) - 1} more; 'l2cocc check-data' lists them)" if len(problems) > 1 else ""
+        print(f"l2cocc train: error: bad dataset file {problems[0]}{more}", file=sys.stderr)
+        return exit_codes.FAILED
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
@@ -148,14 +115,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                               progress_bar=not args.no_progress, seed=args.seed)
     except (FileNotFoundError, CheckpointError) as exc:
         print(f"l2cocc train: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
+    except (ValueError, OSError) as exc:  # a file that passed the check but fails to read (a data-loader worker
+        # re-raises it with the worker's traceback in the text: its last line is the reader's message)
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        print(f"l2cocc train: error: {lines[-1] if lines else type(exc).__name__}", file=sys.stderr)
+        return exit_codes.FAILED
     scores = getattr(system, "last_val_scores", None)
     if trainer.is_global_zero:
         summary = f"finished at step {trainer.global_step}"
         if scores is not None:
             summary += f": val IoU {100 * scores['iou']:.2f}  mIoU {100 * scores['miou']:.2f}"
         print(summary)
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""Image/depth preprocessing and camera bookkeeping (digest §1.3, §3.1)."""
+"""Image/depth preprocessing and camera bookkeeping (docs/model.md §1.3, §3.1)."""
 import numpy as np
 import pytest
 import torch
 
-from l2cocc_ros.core import camera as cam
+from l2cocc_ros.core import preprocess as cam
+from l2cocc_ros.core.data.augment import color_jitter
+from l2cocc_ros.core.data.depth_target import lidar_depth_map
+from l2cocc_ros.core.model.depth_net import get_mlp_input
 
 P2 = np.array([[718.856, 0.0, 607.1928, 45.38225],
                [0.0, 718.856, 185.2157, -0.1130887],
@@ -123,7 +126,7 @@ def test_lidar_depth_map_nearest_wins():
 
     pts = np.stack([back_project(500.2, 150.3, 20.0), back_project(500.2, 150.3, 8.0),
                     back_project(100.0, 300.0, 15.0), np.array([-10.0, 0.0, 0.0])])  # last: behind
-    dm = cam.lidar_depth_map(np.c_[pts, np.zeros(4)], geom)
+    dm = lidar_depth_map(np.c_[pts, np.zeros(4)], geom)
     assert dm.shape == (384, 1280) and dm.dtype == np.float32
     s = 1280 / 1241
     r, c = int(round(150.3 * s - 3)), int(round(500.2 * s))
@@ -131,28 +134,28 @@ def test_lidar_depth_map_nearest_wins():
     assert dm[int(round(300 * s - 3)), int(round(100 * s))] == pytest.approx(15.0, rel=1e-5)
     assert (dm > 0).sum() == 2
     # order does not matter
-    np.testing.assert_array_equal(cam.lidar_depth_map(np.c_[pts[::-1], np.zeros(4)], geom), dm)
-    assert (cam.lidar_depth_map(np.zeros((0, 4)), geom) == 0).all()
+    np.testing.assert_array_equal(lidar_depth_map(np.c_[pts[::-1], np.zeros(4)], geom), dm)
+    assert (lidar_depth_map(np.zeros((0, 4)), geom) == 0).all()
 
 
 def test_color_jitter_and_mlp_input():
     g = torch.Generator().manual_seed(0)
     img = torch.rand(3, 8, 8, generator=g)
-    out = cam.color_jitter(img, generator=torch.Generator().manual_seed(1))
+    out = color_jitter(img, generator=torch.Generator().manual_seed(1))
     assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, img)
-    same = cam.color_jitter(img, 0.0, 0.0, 0.0, generator=torch.Generator().manual_seed(1))
+    same = color_jitter(img, 0.0, 0.0, 0.0, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(same, img)
     # saturation leaves grey pixels unchanged and moves coloured ones
     grey = torch.full((3, 2, 2), 0.5)
-    torch.testing.assert_close(cam.color_jitter(grey, 0, 0, 0.4, generator=torch.Generator().manual_seed(3)), grey)
+    torch.testing.assert_close(color_jitter(grey, 0, 0, 0.4, generator=torch.Generator().manual_seed(3)), grey)
     red = torch.tensor([0.6, 0.2, 0.2]).view(3, 1, 1).expand(3, 2, 2)
-    assert not torch.allclose(cam.color_jitter(red, 0, 0, 0.4, generator=torch.Generator().manual_seed(3)), red)
+    assert not torch.allclose(color_jitter(red, 0, 0, 0.4, generator=torch.Generator().manual_seed(3)), red)
     # brightness only: a pure scale in [0.6, 1.4]
-    b = cam.color_jitter(grey, 0.4, 0, 0, generator=torch.Generator().manual_seed(4))
+    b = color_jitter(grey, 0.4, 0, 0, generator=torch.Generator().manual_seed(4))
     assert 0.3 - 1e-6 <= float(b[0, 0, 0]) <= 0.7 + 1e-6 and torch.allclose(b, b[0, 0, 0].expand_as(b))
     rc = cam.ResizeCrop.from_sizes((376, 1241), (384, 1280))
     inputs = cam.camera_geometry(P2, rc, T_velo_to_cam=TR).as_tensors()
-    m = cam.mlp_input(inputs["rot"], inputs["tran"], inputs["intrin"], inputs["post_rot"], inputs["post_tran"], inputs["bda"])
+    m = get_mlp_input(*(inputs[k] for k in ("rot", "tran", "intrin", "post_rot", "post_tran", "bda")))
     assert m.shape == (1, 1, 33)
     v = m[0, 0].numpy()
     np.testing.assert_allclose(v[:7], [P2[0, 0], P2[1, 1], P2[0, 2], P2[1, 2], P2[0, 3], P2[1, 3], P2[2, 3]], rtol=1e-5)

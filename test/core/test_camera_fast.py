@@ -1,4 +1,4 @@
-"""The fast preprocessing paths of core/camera.py give the same bits as the plain formulas."""
+"""The fast preprocessing paths of core/preprocess give the same bits as the plain formulas."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from l2cocc_ros.core.camera import IMAGENET_MEAN, IMAGENET_STD, ResizeCrop, build_camera_inputs, normalize_image
+from l2cocc_ros.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, ResizeCrop, build_camera_inputs, normalize_image
 
 
 def _reference_normalise(rgb: np.ndarray) -> torch.Tensor:

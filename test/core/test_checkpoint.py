@@ -241,3 +241,31 @@ def test_half_precision_storage(tmp_path):
         assert v.dtype == ref.dtype
         expected = ref.to(torch.float16).to(ref.dtype) if ref.is_floating_point() and not is_derived_key(k) else ref
         assert torch.equal(v, expected), k
+
+
+def test_ckpt_check_says_what_is_wrong_with_the_file(tmp_path, capsys):
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    assert ckpt_check.main([str(empty), "--config", "tiny_l2cocc_c"]) == 2
+    err = capsys.readouterr().err
+    assert "empty.ckpt is empty (0 bytes)" in err and len(err.strip().splitlines()) == 1
+    folder = tmp_path / "run.ckpt"
+    folder.mkdir()
+    assert ckpt_check.main([str(folder), "--config", "tiny_l2cocc_c"]) == 2
+    assert "run.ckpt is a directory" in capsys.readouterr().err
+    cfg = get_preset("tiny_l2cocc_c")
+    good = tmp_path / "c.pt"
+    save_checkpoint(good, build_model(cfg.model), cfg)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:1000])
+    assert ckpt_check.main([str(cut), "--config", "tiny_l2cocc_c"]) == 2
+    err = capsys.readouterr().err
+    assert "cut.pt is not a readable torch checkpoint" in err and "1,000 bytes" in err
+    lidar = get_preset("tiny_l2cocc_l")
+    l_ckpt = tmp_path / "l.pt"
+    save_checkpoint(l_ckpt, build_model(lidar.model), lidar)
+    assert ckpt_check.main([str(l_ckpt), "--config", "tiny_l2cocc_c"]) == 1
+    out = capsys.readouterr().out
+    assert "this is an -L checkpoint; the model is -C" in out and "missing in checkpoint" in out
+    assert ckpt_check.main([str(good), "--config", "tiny_l2cocc_d"]) == 1
+    assert "this is an -C checkpoint; the model is -D" in capsys.readouterr().out

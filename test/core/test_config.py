@@ -1,4 +1,4 @@
-"""Presets (paper values of the digest §2.1 / §2.5 / §6), YAML round trips, errors; no per-preset param files."""
+"""Presets (paper values of docs/model.md §2.1 / §2.5 / §6), YAML round trips, errors; no per-preset param files."""
 from __future__ import annotations
 
 import dataclasses

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from l2cocc_ros.core.camera import build_camera_inputs
 from l2cocc_ros.core.engine import EngineResult, InferenceEngine, resolve_device
 from l2cocc_ros.core.frame import LidarFrame, StereoFrame
+from l2cocc_ros.core.preprocess import build_camera_inputs
 from l2cocc_ros.core.stereo import SGBMStereo
 
 H, W = 64, 200

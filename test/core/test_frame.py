@@ -53,7 +53,9 @@ def test_a_stereo_frame_from_projections_is_normalised_and_frozen():
     (dict(T_grid_from_camera=None), "T_grid_from_camera", "finite 4x4"),
     (dict(T_grid_from_camera=np.eye(3)), "T_grid_from_camera", "finite 4x4"),
     (dict(stamp_ns=1.5), "stamp_ns", "integer number of nanoseconds"),
-    (dict(stamp_ns=-1), "stamp_ns", ">= 0"),
+    (dict(stamp_ns=-1), "stamp_ns", "negative \\(before 1970\\)"),
+    (dict(P_left=P_LEFT * [[1e300], [1e300], [1]]), "P_left", "fx = 1e\\+30[0-9] px gives a .* field of view"),
+    (dict(P_left=P_LEFT * [[1e-4], [1], [1]]), "P_left", "fx = .* field of view"),
     (dict(points=np.zeros((4, 2))), "points", "\\(P, >=3\\)"),
     (dict(points=np.full((3, 4), np.inf)), "points", "no finite point"),
 ])

@@ -1,4 +1,4 @@
-"""Distillation losses on small hand-made tensors (digest §5)."""
+"""Distillation losses on small hand-made tensors (docs/model.md §5)."""
 import math
 
 import pytest

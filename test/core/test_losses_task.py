@@ -1,4 +1,4 @@
-"""Task losses on small hand-made tensors with known answers (digest §1.2, §4)."""
+"""Task losses on small hand-made tensors with known answers (docs/model.md §1.2, §4)."""
 import math
 
 import numpy as np
@@ -23,7 +23,7 @@ def _two_class_logits(p1):
     return torch.stack([torch.log(1 - p1), torch.log(p1)])[None, :, :, None, None]
 
 
-def test_ce_weights_match_digest_table():
+def test_ce_weights_match_the_papers_table():
     np.testing.assert_allclose(semantic_kitti().class_weights(), SK_WEIGHTS, atol=5e-5)
     np.testing.assert_allclose(kitti360().class_weights(), K360_WEIGHTS, atol=5e-5)
 

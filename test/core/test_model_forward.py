@@ -12,7 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import refvec_util  # noqa: E402
 
-from l2cocc_ros.core.camera import build_camera_inputs, lidar_depth_map  # noqa: E402
+from l2cocc_ros.core.data.depth_target import lidar_depth_map  # noqa: E402
+from l2cocc_ros.core.preprocess import build_camera_inputs  # noqa: E402
 from l2cocc_ros.core.config import get_preset, with_overrides  # noqa: E402
 from l2cocc_ros.core.data.labels import downsample_labels  # noqa: E402
 from l2cocc_ros.core.losses import distill_losses, task_losses  # noqa: E402

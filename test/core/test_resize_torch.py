@@ -1,4 +1,5 @@
-"""DeviceResizeCrop reproduces Pillow's resize (and our crop / normalisation) value for value."""
+"""DeviceResizeCrop reproduces Pillow's resize (and our crop / normalisation) value for value; the two
+Preprocessor implementations give the same camera inputs."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from l2cocc_ros.core.camera import ResizeCrop, build_camera_inputs, normalize_image
-from l2cocc_ros.core.resize_torch import DeviceResizeCrop, resample_taps
+from l2cocc_ros.core.preprocess import (DeviceResizeCrop, PillowPreprocessor, ResizeCrop, TorchPreprocessor,
+                                       build_camera_inputs, make_preprocessor, normalize_image, resample_taps)
 
 CASES = [  # (original H, W), (network H, W), resampling
     ((376, 1241), (384, 1280), "bicubic"),   # SemanticKITTI: upscale, bottom crop
@@ -47,6 +48,27 @@ def test_inputs_equal_build_camera_inputs():
         torch.from_numpy(rgb).permute(2, 0, 1), torch.from_numpy(depth))
     for key in ("img", "stereo_depth"):
         assert got[key].shape == ref[key].shape and torch.equal(got[key], ref[key]), key
+
+
+def test_the_two_preprocessors_give_the_same_camera_inputs():
+    """One interface, two implementations: every key equal, with and without an image transform (jitter)."""
+    rgb, depth = _frame((94, 310), seed=7)
+    p2 = np.array([[180.0, 0, 155, 11.2], [0, 180, 47, 0.0], [0, 0, 1, 0.0]])
+    t = np.array([[0, 0, 1, 0.3], [-1, 0, 0, 0.0], [0, -1, 0, 1.7], [0, 0, 0, 1]], dtype=np.float64)
+    pillow, device = make_preprocessor("pillow", (96, 320)), make_preprocessor("torch", (96, 320), device="cpu")
+    assert isinstance(pillow, PillowPreprocessor) and isinstance(device, TorchPreprocessor)
+    darker = lambda img: img * 0.5  # noqa: E731 - what a jitter does: a transform in [0, 1] before normalising
+    for transform in (None, darker):
+        ref, geom = pillow.camera_inputs(rgb, p2, T_grid_from_cam=t, stereo_depth=depth, image_transform=transform)
+        got, _ = device.camera_inputs(rgb, p2, T_grid_from_cam=t, stereo_depth=depth, image_transform=transform)
+        assert set(got) == set(ref) == {"img", "stereo_depth", "rot", "tran", "intrin", "post_rot", "post_tran", "bda"}
+        for key in ref:
+            assert torch.equal(got[key], ref[key]), (key, transform)
+    assert pillow.plan((94, 310)) is pillow.plan((94, 310)) and geom.input_hw == (96, 320)
+    with pytest.raises(ValueError, match="preprocessing must be one of"):
+        make_preprocessor("opencv", (96, 320))
+    with pytest.raises(ValueError, match="stereo_depth is"):
+        pillow.camera_inputs(rgb, p2, T_grid_from_cam=t, stereo_depth=depth[:-1])
 
 
 def test_taps_are_pillows_on_a_hand_checked_case():

@@ -1,7 +1,8 @@
-"""Stereo backends: SGBM on synthetic rectified pairs with known disparity."""
+"""Stereo backends: SGBM on synthetic rectified pairs with known disparity; the backend interface."""
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from l2cocc_ros.core import stereo
 
@@ -86,12 +87,31 @@ def test_argument_checks_and_registry():
         name = "const"
 
         def disparity(self, left, right):
-            return np.full(left.shape[:2], 10.0, dtype=np.float32)
+            return torch.full(left.shape[:2], 10.0, device=self.device)
 
     stereo.register_stereo_backend("const-test", Const)
     with pytest.raises(ValueError, match="already registered"):
         stereo.register_stereo_backend("const-test", Const)
     np.testing.assert_allclose(stereo.get_stereo_backend("const-test")(img, img, 100.0, 0.5), 5.0)
+    depth = stereo.get_stereo_backend("const-test").depth(img, img, 100.0, 0.5)
+    assert isinstance(depth, torch.Tensor) and depth.dtype == torch.float32
+
+
+def test_disparity_to_depth_keeps_the_type_and_device():
+    disp = torch.tensor([[0.0, -1.0, float("nan"), 2.0]])
+    depth = stereo.disparity_to_depth(disp, 100.0, 0.5)
+    assert isinstance(depth, torch.Tensor) and depth.device == disp.device
+    torch.testing.assert_close(depth, torch.tensor([[0.0, 0.0, 0.0, 25.0]]))
+    out = stereo.disparity_to_depth(np.array([[4.0]], np.float64), 100.0, 0.5)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out[0, 0] == 12.5
+
+
+def test_sgbm_disparity_is_a_tensor_on_the_backend_device():
+    left = _texture(48, 160, seed=1)
+    b = stereo.SGBMStereo(num_disparities=32)
+    assert b.to("cpu") is b
+    disp = b.disparity(left, left)
+    assert isinstance(disp, torch.Tensor) and disp.dtype == torch.float32 and disp.device == b.device
 
 
 def test_sgbm_pickles_with_its_settings():

@@ -15,7 +15,7 @@ from l2cocc_ros.core.config import TrainConfig, get_preset
 from l2cocc_ros.core.data.synth import SynthConfig, write_sequence
 from l2cocc_ros.core.training import (L2COccDataModule, L2COccSystem, build_optimizer, build_trainer,
                                       collate_single)
-from l2cocc_ros.tools.train import make_dataset
+from l2cocc_ros.core.data.training_sets import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = SynthConfig(width=330, height=100, lidar_azimuth_steps=512)
@@ -154,7 +154,7 @@ def test_distill_system_loads_the_teacher_and_freezes_it(tmp_path):
     assert not any(id(p) in in_opt for p in system.model.teacher.parameters())
     student = [p for n, p in system.model.named_parameters() if not n.startswith("teacher.") and p.requires_grad]
     assert len(student) > 100 and all(id(p) in in_opt for p in student)
-    # the original's teacher runs in train mode (PL 1.7 called model.train() on everything, digest §2.4)
+    # the original's teacher runs in train mode (PL 1.7 called model.train() on everything, docs/model.md §2.4)
     system.model.eval()
     system.on_train_start()
     assert system.model.training and system.model.teacher.training

@@ -19,7 +19,7 @@ from l2cocc_ros.core.config import get_preset
 from l2cocc_ros.core.data.synth import SynthConfig, write_sequence
 from l2cocc_ros.core.training import L2COccDataModule, build_trainer
 from l2cocc_ros.core.training.trainer import uses_gpu
-from l2cocc_ros.tools.train import make_dataset
+from l2cocc_ros.core.data.training_sets import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = SynthConfig(width=330, height=100, lidar_azimuth_steps=512)

@@ -9,6 +9,7 @@ import numpy as np
 from rclpy.parameter import Parameter
 
 from l2cocc_ros.core.frame import StereoFrame
+from l2cocc_ros.core.stamps import stamp_to_ns
 from l2cocc_ros.core.transforms import make_transform
 from l2cocc_ros.ros.image import numpy_to_image
 from l2cocc_ros.ros.params import load_param_file
@@ -65,9 +66,9 @@ class Frame:
     def stereo_frame(self, t_grid_cam: np.ndarray) -> StereoFrame:
         """The core frame of this set (what the node should build from the messages), for expected grids."""
         left, left_info, _, right_info = self.msgs
-        stamp_ns = left.header.stamp.sec * 1_000_000_000 + left.header.stamp.nanosec
         return StereoFrame.from_projections(self.left, self.right, np.reshape(left_info.p, (3, 4)),
-                                            np.reshape(right_info.p, (3, 4)), t_grid_cam, stamp_ns)
+                                            np.reshape(right_info.p, (3, 4)), t_grid_cam,
+                                            stamp_to_ns(left.header.stamp))
 
 
 def make_frame(stamp, seed: int = 0, *, frame_id: str = "camera_color_left") -> Frame:

@@ -68,3 +68,22 @@ def test_missing_tf_is_an_error_and_the_message_carries_every_counter():
     assert st.level == DiagnosticStatus.ERROR and "frame 'cam' does not exist" in st.message
     assert values["frames_dropped"] == "3" and values["tf"] == "missing" and values["sync.dropped_stale"] == "2"
     assert msg.header.stamp.sec == 3
+
+
+def test_text_is_bounded_whatever_the_input():
+    from rclpy.serialization import serialize_message
+
+    from l2cocc_ros.ros.diagnostics import LogThrottle, clip_text
+
+    s, clock = make()
+    s.rejected_input("tf", "frame 'x' does not exist in TF (known: " + "'frame', " * 100_000 + ")")
+    s.tf_state(False, "z" * 1_000_000)
+    msg = s.to_msg(Time(), "n", "hw", {"timing.x_ms": 1.0, "huge": "q" * 1_000_000})
+    assert len(serialize_message(msg)) < 16_000
+    assert all(len(kv.value) <= 1000 for kv in msg.status[0].values) and len(msg.status[0].message) <= 2000
+    assert clip_text("abc", 5) == "abc" and len(clip_text("a" * 50, 10)) == 10
+    assert clip_text("a" * 5000).endswith("[4000 more characters]") or "more characters]" in clip_text("a" * 5000)
+    throttle = LogThrottle(2.0, clock=clock)
+    assert throttle.due() == 0 and throttle.due() is None and throttle.due() is None
+    clock.t = 2.5
+    assert throttle.due() == 2

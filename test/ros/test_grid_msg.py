@@ -8,8 +8,9 @@ from rclpy.serialization import deserialize_message, serialize_message
 
 from l2cocc_ros.core.classes import kitti360, semantic_kitti
 from l2cocc_ros.core.grid import SEMANTIC_KITTI_GRID, GridSpec
+from l2cocc_ros.core.stamps import stamp_to_tuple
 from l2cocc_ros.msg import SemanticVoxelGrid
-from l2cocc_ros.ros.grid_msg import GridData, grid_to_msg, msg_to_grid, stamp_to_tuple
+from l2cocc_ros.ros.grid_msg import GridData, grid_to_msg, msg_to_grid
 
 GRID = GridSpec(lower=(1.5, -2.25, 0.5), voxel_size=0.2, dims=(4, 5, 6))
 TABLE = semantic_kitti()

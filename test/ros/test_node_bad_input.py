@@ -58,10 +58,11 @@ class Graph:
         for pub, msg in zip(self.pubs, msgs):
             pub.publish(msg)
         if expect is None:
-            assert self.spin_until(lambda: len(self.grids) > n_grids, 90.0), self.node.status.snapshot()
+            assert self.spin_until(lambda: len(self.grids) > n_grids, 90.0), \
+                (self.node.status.snapshot(), dict(self.node.status.rejected), self.node.status.last_rejection)
         else:
             assert self.spin_until(lambda: self.node.status.rejected[expect] > before.get(expect, 0), 30.0), \
-                (expect, self.node.status.snapshot())
+                (expect, dict(self.node.status.rejected), self.node.status.last_rejection)
             assert len(self.grids) == n_grids
 
     def latest_status(self):

@@ -7,10 +7,10 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, Image
 from tf2_msgs.msg import TFMessage
 
+from l2cocc_ros.core.stamps import stamp_to_ns
 from l2cocc_ros.msg import SemanticVoxelGrid
 from l2cocc_ros.ros.node import L2COccNode
 from l2cocc_ros.ros.qos import OUTPUT_QOS, TF_STATIC_QOS
-from l2cocc_ros.ros.sync import stamp_to_ns
 
 from node_helpers import make_frame, parameters, static_tf
 

@@ -1,12 +1,14 @@
 """Two processes over loopback DDS (discovery LOCALHOST): l2cocc_node (tiny model) in a child process, a
 synthetic stereo sequence + /tf_static published from this one. Every frame the node did not drop gives a
-grid and a MarkerArray with its stamp; the grid's labels equal the same engine run here on the same arrays."""
+grid and a MarkerArray with its stamp; the grid's labels equal the same engine run here on the same arrays.
+Once with SGBM, once with ``stereo.backend: msnet3d`` (a weights file in the official layout)."""
 import subprocess
 import sys
 import time
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, Image
@@ -15,10 +17,10 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from l2cocc_ros.core.engine import InferenceEngine
 from l2cocc_ros.core.stereo import SGBMStereo
+from l2cocc_ros.core.stamps import stamp_to_ns
 from l2cocc_ros.msg import SemanticVoxelGrid
 from l2cocc_ros.ros.grid_msg import msg_to_grid
 from l2cocc_ros.ros.qos import OUTPUT_QOS, TF_STATIC_QOS
-from l2cocc_ros.ros.sync import stamp_to_ns
 from l2cocc_ros.ros.tf import matrix_from_transform_msg
 
 from node_helpers import REPO, make_frame, ros_args, stamp_of, static_tf
@@ -30,7 +32,23 @@ N_FRAMES = 4
 
 
 def test_grid_and_markers_for_every_frame_not_dropped(ros_child_env, ros_localhost):
-    cmd = [sys.executable, "-P", "-m", "l2cocc_ros.ros.node", *ros_args(), "-r", f"__ns:={NS}"]
+    _play_and_check(ros_child_env, {}, SGBMStereo(num_disparities=32))
+
+
+def test_node_with_msnet3d_publishes_grids(ros_child_env, ros_localhost, tmp_path):
+    sys.path.insert(0, str(REPO / "test"))
+    from msnet_refutil import weight_rule_state_dict
+
+    from l2cocc_ros.core.stereo import get_stereo_backend
+
+    weights = tmp_path / "MSNet3D_rule.ckpt"
+    torch.save({"model": {f"module.{k}": v for k, v in weight_rule_state_dict("msnet3d").items()}}, weights)
+    _play_and_check(ros_child_env, {"stereo__backend": "msnet3d", "stereo__weights": str(weights)},
+                    get_stereo_backend("msnet3d", weights=str(weights)))
+
+
+def _play_and_check(ros_child_env, overrides, stereo_backend):
+    cmd = [sys.executable, "-P", "-m", "l2cocc_ros.ros.node", *ros_args(**overrides), "-r", f"__ns:={NS}"]
     child = subprocess.Popen(cmd, cwd=REPO, env=ros_child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
@@ -83,7 +101,7 @@ def test_grid_and_markers_for_every_frame_not_dropped(ros_child_env, ros_localho
         assert [stamp_to_ns(m.markers[0].header.stamp) for m in markers] == grid_stamps  # a MarkerArray per grid
 
         # content: the same tiny model (seeded random weights) run here on the same arrays
-        engine = InferenceEngine.from_preset("tiny_l2cocc_c", seed=0, stereo_backend=SGBMStereo(num_disparities=32))
+        engine = InferenceEngine.from_preset("tiny_l2cocc_c", seed=0, stereo_backend=stereo_backend)
         first = frames[sent.index(grid_stamps[0])]
         expected = engine.infer(first.stereo_frame(matrix_from_transform_msg(tf_msg.transforms[0].transform))).labels
         grid = msg_to_grid(grids[0])

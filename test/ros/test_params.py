@@ -80,6 +80,10 @@ def test_defaults_only_for_optional_parameters():
     (dict(preset=""), "preset: empty; random weights"),
     (dict(stereo__num_disparities=20), "multiple of 16"),
     (dict(stereo__backend="psmnet"), "unknown stereo backend 'psmnet'"),
+    (dict(stereo__backend="msnet3d"), "stereo.weights: empty, but stereo.backend msnet3d needs its weights file; "
+                                      "MSNet3D_SF_DS_KITTI2015.ckpt"),
+    (dict(stereo__backend="msnet2d", stereo__weights="/nonexistent/msnet.ckpt"),
+     "stereo.weights: file not found: /nonexistent/msnet.ckpt; MSNet3D_SF_DS_KITTI2015.ckpt"),
     (dict(device="tpu"), "device: device must be"),
     (dict(sync__slop_s=2.0), "sync.slop_s: 2.0 is outside [0.0, 1.0]"),
     (dict(markers__crop_min=[0.0, 30.0, -2.0]), "must be below markers.crop_max"),
@@ -111,6 +115,9 @@ def test_valid_config_and_fallback_transform():
     cfg = config_from_values(param_values(tf__use_fallback=True, tf__fallback_translation=[1.0, 2.0, 3.0]))
     assert cfg.tf_fallback[:3, 3].tolist() == [1.0, 2.0, 3.0] and cfg.variant == "c"
     assert cfg.stereo_options == {"num_disparities": 32, "block_size": 5, "downscale": 1}
+    weights = REPO / "README.md"  # any existing file: the weights are read by the node, not by the validation
+    cfg = config_from_values(param_values(stereo__backend="msnet3d", stereo__weights=str(weights)))
+    assert cfg.stereo_options == {"weights": str(weights), "precision": "fp32"}
     assert cfg.diagnostics.max_processing_time_warn_ms == 200.0
 
 
@@ -147,3 +154,18 @@ def test_help_lists_topics_and_param_files(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "~/output/semantic_grid" in out and "config/l2cocc_node.param.yaml" in out
+
+
+def test_node_without_msnet_weights_exits_2_with_one_line_and_no_traceback(ros_child_env):
+    import subprocess
+    import sys
+
+    from node_helpers import ros_args
+
+    cmd = [sys.executable, "-P", "-m", "l2cocc_ros.ros.node", *ros_args(stereo__backend="msnet3d")]
+    done = subprocess.run(cmd, cwd=REPO, env=ros_child_env, capture_output=True, text=True, timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert "Traceback" not in out
+    errors = [line for line in out.splitlines() if "stereo.weights" in line]
+    assert len(errors) == 1 and "MSNet3D_SF_DS_KITTI2015.ckpt" in errors[0] and "VoxFormer" in errors[0], out

@@ -77,3 +77,15 @@ def test_missing_xyz_is_refused():
     msg = create_cloud(Header(), fields, np.zeros(3, dtype=dtype_from_fields(fields, 4)))
     with pytest.raises(ValueError, match=r"lacks field\(s\) \['x', 'y', 'z'\]"):
         read_xyzi(msg)
+
+
+def test_fields_that_claim_float64_over_float32_data_are_refused():
+    from sensor_msgs.msg import PointField
+
+    from l2cocc_ros.ros.pointcloud import XYZI_FIELDS, create_cloud_xyzi, read_xyzi
+
+    cloud = create_cloud_xyzi(Header(frame_id="velodyne"), np.ones((10, 4), np.float32))
+    cloud.fields = [PointField(name=f.name, offset=f.offset, datatype=PointField.FLOAT64, count=1)
+                    for f in XYZI_FIELDS[:3]]  # x, y, z at 0, 4, 8 as float64 over 16-byte float32 points
+    with pytest.raises(ValueError, match="'y' \\(offset 4\\) overlaps 'x'"):
+        read_xyzi(cloud)

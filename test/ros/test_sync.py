@@ -1,10 +1,12 @@
-"""Approximate-time synchronizer: matching, out-of-order and missing messages, bounded queues (no DDS)."""
+"""Approximate-time synchronizer: matching, out-of-order and missing messages, bounded queues (no DDS); the
+message_filters backend behind the same reset / queued / stats."""
 import itertools
+import threading
 from types import SimpleNamespace
 
 import pytest
 
-from l2cocc_ros.ros.sync import ApproximateTimeSynchronizer
+from l2cocc_ros.ros.sync import ApproximateTimeSynchronizer, MessageFiltersSynchronizer
 
 
 def msg(t_ms, tag=""):
@@ -97,3 +99,61 @@ def test_closest_candidate_wins():
 def test_bad_arguments(args, phrase):
     with pytest.raises(ValueError, match=phrase):
         ApproximateTimeSynchronizer(*args, callback=print)
+
+
+class _Filter:
+    """message_filters' SimpleFilter contract: ``registerCallback(cb, *args)``, ``signalMessage(*msg)``."""
+
+    def __init__(self):
+        self.callbacks = []
+
+    def registerCallback(self, cb, *args):  # noqa: N802 - message_filters' name
+        self.callbacks.append((cb, args))
+
+    def signalMessage(self, *msg):  # noqa: N802
+        for cb, args in self.callbacks:
+            cb(*(msg + args))
+
+
+class _MessageFilters:
+    """The parts of the message_filters module the adapter uses (exact-stamp matching is enough here)."""
+
+    class Subscriber(_Filter):
+        def __init__(self, node, msg_type, topic, qos_profile=None, event_callbacks=None):
+            super().__init__()
+
+    class ApproximateTimeSynchronizer(_Filter):
+        def __init__(self, fs, queue_size, slop):
+            super().__init__()
+            self.queue_size, self.lock = queue_size, threading.Lock()
+            self.queues = [{} for _ in fs]
+            for i, f in enumerate(fs):
+                f.registerCallback(self.add, self.queues[i], i)
+
+        def add(self, msg, my_queue, my_queue_index=None):
+            with self.lock:
+                t = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+                my_queue[t] = msg
+                while len(my_queue) > self.queue_size:
+                    del my_queue[min(my_queue)]
+                if all(t in q for q in self.queues):
+                    msgs = [q.pop(t) for q in self.queues]
+                    self.signalMessage(*msgs)
+
+
+def test_message_filters_backend_has_our_reset_queued_and_stats():
+    out = []
+    sync = MessageFiltersSynchronizer(None, [(object, "a", None), (object, "b", None)], 2, 0.01,
+                                      lambda *m: out.append(m), module=_MessageFilters)
+    a, b = sync.subscribers
+    for t in (0, 100, 200):  # input a: 3 messages into a queue of 2 -> the oldest is evicted
+        a.signalMessage(msg(t, "a"))
+    b.signalMessage(msg(200, "b"))  # completes the set at 200
+    assert stamps(out) == [(200, 200)] and sync.queued() == 1
+    s = sync.stats
+    assert (s.received, s.emitted, s.dropped_overflow, s.dropped_stale) == ([3, 1], 1, 1, 0)
+    sync.reset()  # forgets the queued message at 100, without counting it as dropped
+    assert sync.queued() == 0 and sync.stats.dropped_overflow == 1
+    a.signalMessage(msg(300))
+    b.signalMessage(msg(300))
+    assert stamps(out)[-1] == (300, 300) and sync.stats.emitted == 2

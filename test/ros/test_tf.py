@@ -112,3 +112,58 @@ def test_listener_reads_tf_static_and_tf_in_process():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_a_tf_sample_for_a_static_link_does_not_break_lookups():
+    # tf2 keeps static and dynamic transforms apart: one /tf message for a link /tf_static holds must not turn
+    # the calibration into a one-sample dynamic link that fails every lookup at another time
+    from l2cocc_ros.ros.tf import StaticLinkConflict
+
+    buf = TransformBuffer()
+    cam = make_transform((0.3, 0.0, -0.1), ROT_Z90)
+    buf.set_transform("velodyne", "camera", 0, cam, static=True)
+    with pytest.raises(StaticLinkConflict, match="/tf_static holds 'camera'"):
+        buf.set_transform("velodyne", "camera", 5 * S, np.eye(4), static=False)
+    for t in (0, 1 * S, 5 * S, 99 * S):
+        np.testing.assert_array_equal(buf.lookup_transform("velodyne", "camera", t), cam)
+    buf.clear_dynamic()  # a time jump keeps static links
+    np.testing.assert_array_equal(buf.lookup_transform("velodyne", "camera", 3 * S), cam)
+    # a static link replaces a dynamic history of the same child (as tf2's StaticCache replaces its TimeCache)
+    buf.set_transform("map", "base", 1 * S, np.eye(4), static=False)
+    buf.set_transform("map", "base", 0, make_transform((1, 2, 3), (0, 0, 0, 1)), static=True)
+    np.testing.assert_array_equal(buf.lookup_transform("map", "base", 50 * S)[:3, 3], [1, 2, 3])
+
+
+def test_error_text_stays_bounded_with_many_frames():
+    buf = TransformBuffer()
+    for i in range(10_000):
+        buf.set_transform("root", f"frame_{i:05d}_" + "x" * 40, 0, np.eye(4), static=True)
+    with pytest.raises(TransformUnavailable) as err:
+        buf.lookup_transform("root", "y" * 100_000)
+    text = str(err.value)
+    assert len(text) < 2000 and "10001 known" in text and "and 9991 more" in text
+    with pytest.raises(ValueError) as err:
+        buf.set_transform("z" * 100_000, "a", 0, np.full((4, 4), np.nan), static=True)
+    assert len(str(err.value)) < 300
+
+
+def test_listener_warnings_are_throttled_and_counted(caplog):
+    from types import SimpleNamespace
+
+    from tf2_msgs.msg import TFMessage
+
+    from l2cocc_ros.ros.tf import TransformListener
+
+    node = SimpleNamespace(create_subscription=lambda *a, **k: None)
+    listener = TransformListener(TransformBuffer(), node, warn_period_s=60.0)
+    bad = transform_msg_from_matrix(np.eye(4), "a", "a")
+    good = transform_msg_from_matrix(np.eye(4), "velodyne", "cam")
+    listener._on_tf(TFMessage(transforms=[good]), True)
+    with caplog.at_level("WARNING", logger="l2cocc_ros.ros.tf"):
+        for _ in range(1000):
+            listener._on_tf(TFMessage(transforms=[bad]), False)
+            listener._on_tf(TFMessage(transforms=[good]), False)  # a /tf sample for the static link
+    lines = [r for r in caplog.records if r.name == "l2cocc_ros.ros.tf"]
+    assert len(lines) == 1 and "invalid TF link" in lines[0].getMessage()
+    assert listener.ignored == 2000
+    np.testing.assert_array_equal(listener.buffer.lookup_transform("velodyne", "cam", 7 * S), np.eye(4))

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core" / "data"))
 from fake_kitti import write_fake_sequence  # noqa: E402
 
 from l2cocc_ros.core.classes import semantic_kitti  # noqa: E402
+from l2cocc_ros.core.data import predictions  # noqa: E402
 from l2cocc_ros.tools import evaluate  # noqa: E402
 
 YAML = Path(__file__).resolve().parents[2] / "l2cocc_ros" / "core" / "semantic-kitti.yaml"
@@ -54,7 +55,7 @@ def fake(tmp_path_factory):
         pred = np.where(gt == 255, 0, gt).astype(np.uint8)
         flip = rng.random(pred.shape) < 0.3
         pred[flip] = rng.integers(0, 20, size=int(flip.sum()))
-        evaluate.write_prediction(pred_root, "08", fid, pred)
+        predictions.write_prediction(pred_root, "08", fid, pred)
     info.update(root=root, pred=pred_root)
     return info
 
@@ -62,17 +63,17 @@ def fake(tmp_path_factory):
 def test_prediction_file_round_trip(tmp_path):
     table = semantic_kitti()
     pred = np.random.default_rng(0).integers(0, 20, size=(256, 256, 32)).astype(np.uint8)
-    path = evaluate.write_prediction(tmp_path, "08", "000010", pred)
+    path = predictions.write_prediction(tmp_path, "08", "000010", pred)
     assert path == tmp_path / "sequences" / "08" / "predictions" / "000010.label"
     raw = np.fromfile(path, dtype=np.uint16)
     assert set(np.unique(raw)) <= set(table.learning_map_inv.tolist())
-    np.testing.assert_array_equal(evaluate.read_prediction(path), pred)
+    np.testing.assert_array_equal(predictions.read_prediction(path), pred)
     with pytest.raises(ValueError, match="0..19"):
-        evaluate.write_prediction(tmp_path, "08", "000011", np.full((256, 256, 32), 20, np.uint8))
+        predictions.write_prediction(tmp_path, "08", "000011", np.full((256, 256, 32), 20, np.uint8))
 
 
 def test_scores_match_official_pipeline(fake, capsys):
-    frames = evaluate.gt_frames(fake["root"], ["8"])
+    frames = predictions.gt_frames(fake["root"], ["8"])
     assert frames == [("08", "000000"), ("08", "000005")]
     ref = _official_scores(fake["root"], fake["pred"], frames)
     capsys.readouterr()  # iouEval prints its settings
@@ -93,10 +94,10 @@ def test_scores_match_official_pipeline(fake, capsys):
 
 
 def test_missing_predictions_listed(fake, tmp_path, capsys):
-    assert evaluate.main(["-d", str(fake["root"]), "-p", str(tmp_path), "-s", "08", "--no-progress"]) == 1
+    assert evaluate.main(["-d", str(fake["root"]), "-p", str(tmp_path), "-s", "08", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "2 prediction file(s) missing" in err and "sequences/08/predictions/000005.label" in err
-    assert evaluate.main(["-d", str(fake["root"]), "-p", str(tmp_path), "-s", "11", "--no-progress"]) == 1
+    assert evaluate.main(["-d", str(fake["root"]), "-p", str(tmp_path), "-s", "11", "--no-progress"]) == 2
     assert "sequences/11/voxels" in capsys.readouterr().err
 
 
@@ -120,9 +121,9 @@ def test_checkpoint_mode_writes_what_it_scores(fake, tmp_path, capsys):
     files = sorted((out / "sequences" / "08" / "predictions").glob("*.label"))
     assert [f.name for f in files] == ["000000.label"]
     # scoring the written file with the official-layout path reproduces the numbers
-    gt = evaluate.load_ground_truth(fake["root"], "08", "000000")
+    gt = predictions.load_ground_truth(fake["root"], "08", "000000")
     from l2cocc_ros.core.metrics import SSCMetrics
 
     m = SSCMetrics(20)
-    m.update(evaluate.read_prediction(files[0]), gt)
+    m.update(predictions.read_prediction(files[0]), gt)
     assert m.compute()["miou"] == pytest.approx(live["miou"]) and m.compute()["iou"] == pytest.approx(live["iou"])

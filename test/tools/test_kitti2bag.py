@@ -7,7 +7,9 @@ import pytest
 
 from l2cocc_ros.core.data import kitti_io
 from l2cocc_ros.core.transforms import invert_transform, make_transform
-from l2cocc_ros.tools.kitti2bag import BagNames, convert_sequence, main, stereo_rig
+from l2cocc_ros.core.data.bag_layout import BagNames
+from l2cocc_ros.tools.kitti2bag import convert_sequence, main, stereo_rig
+from l2cocc_ros.tools.replay import open_bag
 
 P2 = np.array([[718.856, 0, 607.1928, 45.38225], [0, 718.856, 185.2157, -0.1130887], [0, 0, 1, 0.003779761]])
 P3 = np.array([[718.856, 0, 607.1928, -337.2877], [0, 718.856, 185.2157, 2.369057], [0, 0, 1, 0.004915215]])
@@ -98,8 +100,27 @@ def test_errors_name_the_problem(tmp_path, capsys):
     (root / "sequences/08/image_3/000001.png").unlink()
     with pytest.raises(FileNotFoundError, match="000001.png"):
         convert_sequence(root, "08", tmp_path / "bag1")
-    assert main(["-d", str(root), "-s", "09", "-o", str(tmp_path / "bag2")]) == 1
+    assert main(["-d", str(root), "-s", "09", "-o", str(tmp_path / "bag2")]) == 2  # missing input: usage
     assert "sequences/09" in capsys.readouterr().err
     assert main(["-d", str(root), "-s", "08", "-o", str(tmp_path / "bag3"), "-f", "0"]) == 0
-    assert main(["-d", str(root), "-s", "08", "-o", str(tmp_path / "bag3"), "-f", "0"]) == 1
+    assert main(["-d", str(root), "-s", "08", "-o", str(tmp_path / "bag3"), "-f", "0"]) == 2  # output exists
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_failed_conversion_leaves_nothing_and_a_rerun_works(tmp_path, capsys):
+    root = make_sequence(tmp_path / "ds")
+    png = root / "sequences/08/image_3/000001.png"
+    good = png.read_bytes()
+    png.write_bytes(good[: len(good) // 2])  # truncated PNG on frame 1
+    out = tmp_path / "bags" / "bag"
+    assert main(["-d", str(root), "-s", "08", "-o", str(out)]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "000001.png" in err[0]
+    assert not out.exists() and list((tmp_path / "bags").iterdir()) == []  # no partial bag, no temp dir
+    png.write_bytes(good)
+    assert main(["-d", str(root), "-s", "08", "-o", str(out)]) == 0
+    reader = open_bag(out)
+    try:
+        assert sum(1 for _ in reader.messages()) > 0 and sorted(p.name for p in out.iterdir()) == ["bag.mcap", "metadata.yaml"]
+    finally:
+        reader.close()

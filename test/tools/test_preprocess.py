@@ -10,6 +10,7 @@ from fake_kitti import BASELINE, DISPARITY, FX, write_fake_sequence  # noqa: E40
 
 from l2cocc_ros.core.data import kitti_io, labels  # noqa: E402
 from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset  # noqa: E402
+from l2cocc_ros.core.data import prepare  # noqa: E402
 from l2cocc_ros.tools import preprocess  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def test_labels_written_resumed_and_recovered(fake, tmp_path, monkeypatch, capsy
     # a truncated output is detected and recomputed; complete ones are skipped
     p = out / "08" / "000005_1_2.npy"
     p.write_bytes(p.read_bytes()[:1000])
-    s = preprocess.preprocess_labels(root, out, ["08"], progress=False)
+    s = prepare.preprocess_labels(root, out, ["08"], progress=False)
     assert s.written == ["08/000005"] and s.skipped == ["08/000000"]
     assert sorted(x.name for x in (out / "08").iterdir()) == [
         "000000_1_1.npy", "000000_1_2.npy", "000005_1_1.npy", "000005_1_2.npy"]
@@ -85,9 +86,9 @@ def test_kitti360_labels_from_sscbench(tmp_path):
 
 
 def test_errors(tmp_path, capsys):
-    assert preprocess.main(["labels", "-d", str(tmp_path / "nothing"), "-o", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert preprocess.main(["labels", "-d", str(tmp_path / "nothing"), "-o", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "no sequences folder" in capsys.readouterr().err
-    assert preprocess.main(["stereo", "-d", str(tmp_path), "-o", str(tmp_path / "o"), "-s", "42", "--no-progress"]) == 1
+    assert preprocess.main(["stereo", "-d", str(tmp_path), "-o", str(tmp_path / "o"), "-s", "42", "--no-progress"]) == 2
     assert "sequences/42/voxels" in capsys.readouterr().err
 
 
@@ -121,3 +122,43 @@ def test_kitti360_stereo_uses_fixed_calibration(tmp_path):
                             "--no-progress"]) == 0
     depth2 = np.load(tmp_path / "fb" / "sequences" / seq / "000003.npy")
     np.testing.assert_allclose(depth2[valid], depth[valid] * 331.532557 / 328.318735, rtol=1e-5)
+
+
+def test_msnet3d_depth_files_in_the_layout_the_readers_take(tmp_path, capsys):
+    """``--backend msnet3d --weights F`` on a synthetic sequence: float32 depth of the image size under
+    sequences/<seq>/<id>.npy, 0.54 m * fx / disp, read back by the training/eval dataset (weights: the
+    deterministic reference rule written in the official checkpoint layout; not a depth estimator)."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from msnet_refutil import weight_rule_state_dict
+
+    from l2cocc_ros.core.config import get_preset
+    from l2cocc_ros.core.data.semantic_kitti import read_rgb
+    from l2cocc_ros.core.data.synth import SynthConfig, write_sequence
+    from l2cocc_ros.core.stereo import get_stereo_backend
+    from l2cocc_ros.core.data.training_sets import make_dataset
+
+    root, out, weights = tmp_path / "synth", tmp_path / "depth", tmp_path / "MSNet3D_rule.ckpt"
+    seq = write_sequence(root, "08", frames=1, seed=3,
+                         config=SynthConfig(width=320, height=96, lidar_azimuth_steps=256, accumulate_offsets=()))
+    torch.save({"epoch": 0, "model": {f"module.{k}": v for k, v in weight_rule_state_dict("msnet3d").items()}},
+               weights)
+    args = ["stereo", "-d", str(root), "-o", str(out), "--backend", "msnet3d", "--no-progress"]
+    assert preprocess.main(args) == 2  # no weights: a one-line error that says where the file comes from
+    assert "MSNet3D_SF_DS_KITTI2015.ckpt" in capsys.readouterr().err
+    assert preprocess.main(args + ["--weights", str(weights)]) == 0
+    assert "wrote 1 frame(s)" in capsys.readouterr().out
+    depth = np.load(out / "sequences" / "08" / "000000.npy")
+    assert depth.dtype == np.float32 and depth.shape == (96, 320) and (depth > 0).all()
+    calib = kitti_io.read_calib(seq / "calib.txt", ("P2", "P3"))
+    left, right = (read_rgb(seq / d / "000000.png") for d in ("image_2", "image_3"))
+    disp = get_stereo_backend("msnet3d", weights=str(weights)).disparity(left, right).numpy()
+    np.testing.assert_array_equal(depth, np.float32(0.54 * calib["P2"][0, 0]) / disp)
+
+    cfg = get_preset("tiny_l2cocc_c")
+    ds = make_dataset(cfg, str(root), ["08"], labels=None, stereo=str(out), stereo_backend="sgbm", train=False)
+    sample = ds[0]
+    got = sample["inputs"]["stereo_depth"].numpy().reshape(tuple(cfg.model.image_size))
+    assert got.shape == (96, 320) and np.abs(got - depth).max() < 1e-3 * depth.max()
+

@@ -5,7 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from l2cocc_ros.tools.kitti2bag import BagNames, convert_sequence
+from l2cocc_ros.core.data.bag_layout import BagNames
+from l2cocc_ros.tools.kitti2bag import convert_sequence
 from l2cocc_ros.tools.replay import BagError, main, open_bag, replay
 
 from test_kitti2bag import make_sequence  # noqa: E402  (same folder)
@@ -84,4 +85,86 @@ def test_missing_and_corrupt_bags(tmp_path, capsys):
     mcap.write_bytes(data[: len(data) // 3])  # truncated mid-way
     assert main([str(bag), "--rate", "50"]) == 1
     assert "error" in capsys.readouterr().err
-    assert main([str(tmp_path / "nope")]) == 1
+    assert main([str(tmp_path / "nope")]) == 2  # no bag there: refused before playing
+
+
+def _all_messages(bag):
+    reader = open_bag(bag)
+    try:
+        return [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()]
+    finally:
+        reader.close()
+
+
+def test_truncated_mcap_plays_every_intact_message_then_names_the_file(tmp_path, capsys):
+    root = make_sequence(tmp_path / "ds", n=3)
+    bag = tmp_path / "bag"
+    convert_sequence(root, "08", bag)
+    full = _all_messages(bag)
+    mcap = next(bag.glob("*.mcap"))
+    data = mcap.read_bytes()
+    cut = len(data) * 2 // 3
+    mcap.write_bytes(data[:cut])
+    # intact: the payload lies wholly before the cut (found by its bytes in the original file)
+    intact = [m for m in full if 0 <= data.find(m[2]) and data.find(m[2]) + len(m[2]) <= cut]
+    assert 0 < len(intact) < len(full)
+    stats = replay(bag, rate=1000.0)
+    assert sum(stats.published.values()) == len(intact)
+    assert stats.error and str(mcap) in stats.error and "damaged" in stats.error
+    assert main([str(bag), "--rate", "1000"]) == 1
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.startswith("l2cocc replay: error")]
+    assert len(err) == 1 and str(mcap) in err[0] and f"played {len(intact)} messages" in captured.out
+    bare = tmp_path / "bare.mcap"  # a bare truncated .mcap file (kitti2mcap's layout)
+    bare.write_bytes(data[:cut])
+    assert sum(replay(bare, rate=1000.0).published.values()) == len(intact)
+
+
+def test_sqlite_bag_with_a_damaged_page_plays_every_readable_row(tmp_path):
+    import sqlite3
+
+    root = make_sequence(tmp_path / "ds", n=3)
+    bag = tmp_path / "bag"
+    convert_sequence(root, "08", bag, storage="sqlite3")
+    full = _all_messages(bag)
+    db = next(bag.glob("*.db3"))
+    raw = bytearray(db.read_bytes())
+    page = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0]
+    k = len(raw) // page // 2
+    raw[k * page:(k + 1) * page] = b"\xff" * page
+    db.write_bytes(bytes(raw))
+    stats = replay(bag, rate=1000.0)
+    n = sum(stats.published.values())
+    # one damaged page holds at most a few rows (the images span several overflow pages each)
+    assert len(full) - 3 <= n < len(full)
+    assert stats.error and str(db) in stats.error and "unreadable row" in stats.error
+
+
+def test_a_read_error_part_way_resumes_from_the_storage_file_without_repeats(tmp_path, monkeypatch):
+    import l2cocc_ros.tools.replay as replay_mod
+
+    root = make_sequence(tmp_path / "ds", n=3)
+    bag = tmp_path / "bag"
+    convert_sequence(root, "08", bag, storage="sqlite3")
+    full = _all_messages(bag)
+    real_open = replay_mod.open_bag
+
+    def failing_open(path):
+        reader = real_open(path)
+        inner = reader.messages
+
+        def messages(**kw):
+            for i, m in enumerate(inner(**kw)):
+                if i == 7:
+                    raise OSError("disk I/O error")
+                yield m
+        reader.messages = messages
+        return reader
+
+    monkeypatch.setattr(replay_mod, "open_bag", failing_open)
+    stats = replay(bag, rate=1000.0)
+    counts = {}
+    for topic, _, _ in full:
+        counts[topic] = counts.get(topic, 0) + 1
+    assert stats.published == counts  # everything once: 7 from rosbags, the rest from the salvage
+    assert "read failed after 7 messages" in stats.error and str(bag) in stats.error

@@ -10,8 +10,8 @@ from l2cocc_ros.core.data import kitti_io
 from l2cocc_ros.core.data.labels import ssc_target_from_raw
 from l2cocc_ros.core.grid import SEMANTIC_KITTI_GRID
 from l2cocc_ros.core.metrics import SSCMetrics
-from l2cocc_ros.tools.kitti2bag import frame_stamp_ns
-from l2cocc_ros.tools.evaluate import prediction_path
+from l2cocc_ros.core.data.bag_layout import frame_stamp_ns
+from l2cocc_ros.core.data.predictions import prediction_path
 from l2cocc_ros.tools.score import Scorer, cdr_header_stamp_ns, run_live
 
 from test_kitti2bag import make_sequence  # noqa: E402  (same folder)

@@ -1,4 +1,4 @@
-"""SSCBench-KITTI-360 scene-completion dataset (digest §2.5, §7.2).
+"""SSCBench-KITTI-360 scene-completion dataset (docs/model.md §2.5, §7.2).
 
 Layout read::
 
@@ -15,7 +15,6 @@ Samples have the same keys as :class:`~l2cocc_ros.core.data.semantic_kitti.Seman
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
@@ -26,8 +25,6 @@ from .semantic_kitti import SSCDatasetBase
 
 __all__ = ["KITTI360_P2", "KITTI360_P3", "KITTI360_CAM0_TO_VELO", "KITTI360_INPUT_SIZE", "kitti360_calibration",
            "KITTI360Dataset"]
-
-logger = logging.getLogger(__name__)
 
 KITTI360_P2 = np.array([[552.554261, 0.0, 682.049453, 0.0],
                         [0.0, 552.554261, 238.769549, 0.0],

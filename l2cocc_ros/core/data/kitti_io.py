@@ -1,4 +1,4 @@
-"""Readers and writers of the SemanticKITTI file formats (digest §7.1).
+"""Readers and writers of the SemanticKITTI file formats (docs/model.md §7.1).
 
 Every reader checks that the file exists and has the size its format implies, and raises an error that
 names the file: ``FileNotFoundError`` when it is missing, ``ValueError`` when it is truncated, has the
@@ -22,7 +22,6 @@ All files are little-endian, as written by the KITTI tools.
 from __future__ import annotations
 
 import io
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -53,8 +52,6 @@ __all__ = [
     "write_npy",
     "atomic_write_bytes",
 ]
-
-logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 VOXEL_DIMS: Tuple[int, int, int] = (256, 256, 32)

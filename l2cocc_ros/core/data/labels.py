@@ -1,4 +1,4 @@
-"""Scene-completion label preprocessing (digest §7.1): raw voxel labels -> training targets.
+"""Scene-completion label preprocessing (docs/model.md §7.1): raw voxel labels -> training targets.
 
 * 1:1 target: raw ``.label`` ids through the learning map of :mod:`l2cocc_ros.core.classes` (raw ids that
   map to 0, other than raw 0 itself, become 255), then voxels whose ``.invalid`` bit is set become 255.
@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional, Tuple
 
 import numpy as np
@@ -18,8 +17,6 @@ from ..classes import EMPTY, IGNORE, ClassTable, semantic_kitti
 from ..grid import SEMANTIC_KITTI_GRID
 
 __all__ = ["ssc_target_from_raw", "downsample_labels", "make_targets"]
-
-logger = logging.getLogger(__name__)
 
 
 def ssc_target_from_raw(

@@ -1,4 +1,4 @@
-"""SemanticKITTI scene-completion dataset (digest §7.1, §7.3).
+"""SemanticKITTI scene-completion dataset (docs/model.md §7.1, §7.3).
 
 Layout read::
 
@@ -28,12 +28,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .. import camera as cam
 from ..classes import IGNORE, ClassTable, semantic_kitti
 from ..frame import baseline_from_projections
 from ..grid import SEMANTIC_KITTI_GRID
+from ..preprocess import build_camera_inputs
 from ..stereo import StereoBackend
 from . import kitti_io, labels
+from .augment import jitter_transform
+from .depth_target import lidar_depth_map
 
 __all__ = ["MODALITIES", "modalities_for_variant", "read_rgb", "SSCDatasetBase", "SemanticKITTIDataset"]
 
@@ -245,16 +247,13 @@ class SSCDatasetBase(Dataset):
             calib = self._calib[seq]
             rgb = read_rgb(p["left"])
             depth = self._stereo_depth(p, rgb, calib)
-            jitter = None
-            if self.color_jitter is not None:
-                b, c, s = self.color_jitter
-                jitter = {"brightness": b, "contrast": c, "saturation": s}
-            cam_inputs, geom = cam.build_camera_inputs(
+            jitter = None if self.color_jitter is None else jitter_transform(*self.color_jitter)
+            cam_inputs, geom = build_camera_inputs(
                 rgb, calib["P2"], self.input_size, stereo_depth=depth, T_velo_to_cam=calib["Tr"],
-                resample=self.resample, jitter=jitter)
+                resample=self.resample, image_transform=jitter)
             inputs.update({k: v[0] for k, v in cam_inputs.items()})  # drop the batch axis
             if self.lidar_depth:
-                sample["lidar_depth"] = torch.from_numpy(cam.lidar_depth_map(scan, geom))[None]
+                sample["lidar_depth"] = torch.from_numpy(lidar_depth_map(scan, geom))[None]
         if self.use_lidar:
             inputs["points"] = torch.from_numpy(scan.copy())
         t11, t12, has = self._targets(p)

@@ -1,6 +1,6 @@
 """Synthetic SemanticKITTI sequences: a procedural street seen by a KITTI-like car (stereo pair, 64-beam LiDAR).
 
-Writes, for one sequence, exactly the SemanticKITTI / KITTI odometry layout (digest §7.1)::
+Writes, for one sequence, exactly the SemanticKITTI / KITTI odometry layout (docs/model.md §7.1)::
 
     ROOT/sequences/SS/calib.txt          P0..P3 (rectified, KITTI seq-00 intrinsics scaled to the image), Tr
     ROOT/sequences/SS/poses.txt          left gray camera (cam0) poses in cam0 of frame 0, 3x4 per line

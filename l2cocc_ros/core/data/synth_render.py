@@ -11,7 +11,6 @@ mip-map), which keeps the two views free of aliasing differences.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -21,8 +20,6 @@ from .synth_scene import World
 from .synth_shapes import MAT_FACADE, MAT_FOLIAGE, MAT_GLASS, Primitives, raw_id
 
 __all__ = ["Hits", "cast_rays", "render_camera", "scan_lidar", "lidar_directions", "rotate"]
-
-logger = logging.getLogger(__name__)
 
 _SECTORS = 96
 _EPS = 1e-4

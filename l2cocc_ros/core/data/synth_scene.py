@@ -17,7 +17,6 @@ come from the class table (:func:`l2cocc_ros.core.classes.semantic_kitti`).
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict, Tuple
 
 import numpy as np
@@ -26,8 +25,6 @@ from .synth_shapes import (MAT_FACADE, MAT_FOLIAGE, MAT_PLAIN, Primitives, Shape
                            add_tree, add_vehicle, concat_primitives, jitter, raw_id, vehicle_length)
 
 __all__ = ["BLOCK_LENGTH", "LIDAR_HEIGHT", "SIDEWALK_HEIGHT", "World"]
-
-logger = logging.getLogger(__name__)
 
 BLOCK_LENGTH = 40.0
 """Length of one procedurally generated street block along the world x axis [m]."""

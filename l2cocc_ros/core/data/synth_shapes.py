@@ -7,7 +7,6 @@ SemanticKITTI id from the project's class table, with the ``moving-*`` ids for m
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
@@ -17,8 +16,6 @@ from ..classes import semantic_kitti
 
 __all__ = ["MAT_PLAIN", "MAT_FACADE", "MAT_GLASS", "MAT_FOLIAGE", "Primitives", "ShapeBuilder", "concat_primitives",
            "raw_id", "jitter", "vehicle_length", "add_vehicle", "add_person", "add_rider", "add_tree", "VEHICLE_KINDS"]
-
-logger = logging.getLogger(__name__)
 
 # materials: how a surface is textured (see synth_render)
 MAT_PLAIN, MAT_FACADE, MAT_GLASS, MAT_FOLIAGE = 0, 1, 2, 3

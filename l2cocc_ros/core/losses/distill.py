@@ -1,7 +1,7 @@
 """Distillation losses of L2COcc-D (camera student, frozen LiDAR teacher).
 
-L2COcc (arXiv 2503.12369) distils a LiDAR model into the camera model with four terms (architecture digest
-§5; authors' repository ``StudyingFuFu/L2COcc``; the code is our own):
+L2COcc (arXiv 2503.12369) distils a LiDAR model into the camera model with four terms (docs/model.md §5;
+authors' repository ``StudyingFuFu/L2COcc``; the code is our own):
 
 * voxel-logit KL on non-empty, non-ignored GT voxels (x70; the paper's prediction alignment, PAD),
 * KL between the TPV aggregator's 4-way fusion weights (x10),
@@ -16,7 +16,6 @@ n_voxels * n_channels. Teacher tensors are always detached. Inputs are the model
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
@@ -34,8 +33,6 @@ __all__ = [
     "feature_pairs",
     "distill_losses",
 ]
-
-logger = logging.getLogger(__name__)
 
 PLANES = ("xy", "yz", "zx")
 """Order of the TPV planes in ``feats['tpv_backbone']`` / ``feats['tpv_neck']``."""

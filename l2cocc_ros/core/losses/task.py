@@ -8,12 +8,11 @@ L2COcc (arXiv 2503.12369) trains with the losses of its base CGFormer / MonoScen
 * a KL depth loss (camera models only) between the fused depth distribution and a Gaussian target built
   from the LiDAR depth (min non-zero depth per 8x8 patch).
 
-Definitions follow the architecture digest §4 (authors' repository ``StudyingFuFu/L2COcc``); the code is
+Definitions follow the docs/model.md §4 (authors' repository ``StudyingFuFu/L2COcc``); the code is
 our own. Shapes: logits (B, C, X, Y, Z), target (B, X, Y, Z) long with 255 = ignore.
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -32,8 +31,6 @@ __all__ = [
     "depth_kl_loss",
     "task_losses",
 ]
-
-logger = logging.getLogger(__name__)
 
 DEPTH_TARGET_MODES = ("original", "corrected")
 """``original``: the authors' Gaussian (mean d/0.5, std 1, edges in metres -> peak at 2*d);
@@ -83,7 +80,7 @@ def _bce_to_one(x: torch.Tensor) -> torch.Tensor:
 
 
 def sem_scal_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
-    """MonoScene semantic scene-class affinity loss (digest §4.2).
+    """MonoScene semantic scene-class affinity loss (docs/model.md §4.2).
 
     For each class c present in the (non-ignored) GT: precision = sum p_c [y=c] / sum p_c, recall =
     sum p_c [y=c] / sum [y=c], specificity = sum (1-p_c)[y!=c] / sum [y!=c]; the loss of the class is the
@@ -135,7 +132,7 @@ def sem_scal_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
 
 def geo_scal_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE,
                   eps: float = 1e-5) -> torch.Tensor:
-    """MonoScene geometric scene-class affinity loss (digest §4.3): occupied-vs-empty precision, recall
+    """MonoScene geometric scene-class affinity loss (docs/model.md §4.3): occupied-vs-empty precision, recall
     and specificity, each pushed to 1 with ``BCE(., 1)``; q = 1 - p_empty, t = [y != 0].
 
     Args:
@@ -196,7 +193,7 @@ def depth_target_distribution(d_min: torch.Tensor, d_bound: Sequence[float] = (2
 
     The bins are ``arange(d_bound)`` (centres 2.0 ... 57.5 for the default, D = 112) with edges
     ``centre -/+ step/2``. ``original`` reproduces the authors' code: Normal(mean d/step, std 1) evaluated at
-    the edges in metres, so the mass peaks at the bin of depth 2*d (digest §4.4). ``corrected`` uses
+    the edges in metres, so the mass peaks at the bin of depth 2*d (docs/model.md §4.4). ``corrected`` uses
     Normal(mean d, std step) in metres, peaking at the bin of d.
 
     Args:
@@ -223,7 +220,7 @@ def depth_target_distribution(d_min: torch.Tensor, d_bound: Sequence[float] = (2
 def depth_kl_loss(depth_prob: torch.Tensor, lidar_depth: torch.Tensor,
                   d_bound: Sequence[float] = (2.0, 58.0, 0.5), mode: str = "original",
                   prob_eps: float = 1e-4) -> torch.Tensor:
-    """KL(target || P) over image-feature patches that hold a LiDAR depth in the bin range (digest §4.4).
+    """KL(target || P) over image-feature patches that hold a LiDAR depth in the bin range (docs/model.md §4.4).
 
     ``sum target (log target - log(P + 1e-4))`` divided by the number of used patches ("batchmean").
 
@@ -264,11 +261,10 @@ def depth_kl_loss(depth_prob: torch.Tensor, lidar_depth: torch.Tensor,
     return kl.sum() / target.shape[0]
 
 
-
 def task_losses(out: Mapping[str, torch.Tensor], target: torch.Tensor, cfg: object, *,
                 lidar_depth: Optional[torch.Tensor] = None,
                 d_bound: Sequence[float] = (2.0, 58.0, 0.5)) -> Dict[str, torch.Tensor]:
-    """The weighted task losses of one batch (digest §4), each already multiplied by its weight.
+    """The weighted task losses of one batch (docs/model.md §4), each already multiplied by its weight.
 
     Args:
         out: model output dict (``logits`` (B, C, 256, 256, 32); ``depth_prob`` (B*N, D, h, w) for

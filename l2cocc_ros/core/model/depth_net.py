@@ -1,7 +1,7 @@
 """Geometry depth network of L2COcc: mono depth/context net fused with a stereo depth volume.
 
 Paper: L2COcc, arXiv 2503.12369, Fig. 2 (image branch; inherited from CGFormer, arXiv 2405.13675);
-digest §3.4. Names follow the authors' ``GeometryDepth_Net`` (StudyingFuFu/L2COcc,
+docs/model.md §3.4. Names follow the authors' ``GeometryDepth_Net`` (StudyingFuFu/L2COcc,
 ``core/models/img_view_transformer``) so released checkpoints load by key:
 
 * ``depth_net``: BEVDepth-style DepthNet with camera-aware SE; depth head = 3 BasicBlocks + ASPP +
@@ -13,29 +13,21 @@ digest §3.4. Names follow the authors' ``GeometryDepth_Net`` (StudyingFuFu/L2CO
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from l2cocc_ros.core.camera import mlp_input as camera_mlp_input
-
 from .ops import DeformConv2dPack, NeighborhoodCrossAttention2D
 
 __all__ = ["GeometryDepthNet", "MonoDepthNet", "StereoVolumeEncoder", "DepthAggregation",
            "stereo_depth_to_onehot", "get_mlp_input"]
 
-logger = logging.getLogger(__name__)
-
 
 def get_mlp_input(rot: Tensor, tran: Tensor, intrin: Tensor, post_rot: Tensor, post_tran: Tensor,
                   bda: Tensor) -> Tensor:
-    """The 33-d camera vector of the camera-aware SE blocks, shape-checked (digest §3.4 order).
-
-    The vector itself is built by :func:`l2cocc_ros.core.camera.mlp_input` (the one definition);
-    this wrapper validates the shapes first.
+    """The 33-d camera vector of the camera-aware SE blocks (the one definition; the authors' order).
 
     fx, fy, cx, cy, P[0,3], P[1,3], P[2,3]; post_rot[0,0], post_rot[0,1], post_tran[0], post_rot[1,0],
     post_rot[1,1], post_tran[1]; bda[0,0], bda[0,1], bda[1,0], bda[1,1], bda[2,2], bda[:3,3];
@@ -59,7 +51,18 @@ def get_mlp_input(rot: Tensor, tran: Tensor, intrin: Tensor, post_rot: Tensor, p
                            ("bda", bda, (b, 4, 4))):
         if tuple(t.shape) != shape:
             raise ValueError(f"get_mlp_input: {name} has shape {tuple(t.shape)}, expected {shape}")
-    return camera_mlp_input(rot, tran, intrin, post_rot, post_tran, bda)
+    bd = bda.view(b, 1, 4, 4).expand(b, n, 4, 4)
+    parts = [
+        intrin[..., 0, 0], intrin[..., 1, 1], intrin[..., 0, 2], intrin[..., 1, 2],
+        intrin[..., 0, 3], intrin[..., 1, 3], intrin[..., 2, 3],
+        post_rot[..., 0, 0], post_rot[..., 0, 1], post_tran[..., 0],
+        post_rot[..., 1, 0], post_rot[..., 1, 1], post_tran[..., 1],
+        bd[..., 0, 0], bd[..., 0, 1], bd[..., 1, 0], bd[..., 1, 1], bd[..., 2, 2],
+        bd[..., 0, 3], bd[..., 1, 3], bd[..., 2, 3],
+    ]
+    head = torch.stack(parts, dim=-1)
+    rt = torch.cat([rot, tran.unsqueeze(-1)], dim=-1).reshape(b, n, 12)
+    return torch.cat([head, rt.to(head.dtype)], dim=-1)
 
 
 def stereo_depth_to_onehot(depth: Tensor, depth_bins: int, dmin: float = 2.0, step: float = 0.5,
@@ -194,7 +197,7 @@ class ASPP(nn.Module):
 
 
 class MonoDepthNet(nn.Module):
-    """Mono depth + context net with camera-aware SE (digest §3.4 "Mono branch").
+    """Mono depth + context net with camera-aware SE (docs/model.md §3.4 "Mono branch").
 
     Args:
         in_channels: neck channels (640).
@@ -325,7 +328,7 @@ class ChannelAttention3D(nn.Module):
 
 
 class DepthAggregation(nn.Module):
-    """Mono/stereo fusion into depth logits over a (2, D, h, w) volume (digest §3.4 "Fusion").
+    """Mono/stereo fusion into depth logits over a (2, D, h, w) volume (docs/model.md §3.4 "Fusion").
 
     Args:
         depth_bins: D (channels of the attention).

@@ -1,4 +1,4 @@
-"""EVT = ``VoxFormerHead_Tiny`` with DFA3D deformable cross-attention in plain PyTorch (digest §3.8).
+"""EVT = ``VoxFormerHead_Tiny`` with DFA3D deformable cross-attention in plain PyTorch (docs/model.md §3.8).
 
 The DFA3D kernel (bilinear sampling of value features in (u, v), each corner weighted by the linearly
 interpolated depth probability) is written as explicit gathers of the 4 spatial corners x 2 depth bins, which
@@ -7,7 +7,6 @@ building that (heads, C/heads, D, H, W) volume.
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import Sequence, Tuple
 
@@ -19,8 +18,6 @@ from .voxel_proposal import make_image_grid
 
 __all__ = ["dfa3d_sample", "MSDeformableAttention3D_DFA3D", "DeformCrossAttention_DFA3D", "EVTFFN",
            "VoxFormerLayer", "VoxFormerEncoder", "PerceptionTransformer_DFA3D", "VoxFormerHead_Tiny"]
-
-logger = logging.getLogger(__name__)
 
 
 def dfa3d_sample(value: Tensor, depth: Tensor, loc: Tensor, attn: Tensor, hw: Tuple[int, int],
@@ -96,7 +93,7 @@ class MSDeformableAttention3D_DFA3D(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Initialisation of the original (digest §3.8)."""
+        """Initialisation of the original (docs/model.md §3.8)."""
         M, L, K = self.num_heads, self.num_levels, self.num_points
         th = torch.arange(M, dtype=torch.float32) * (2.0 * math.pi / M)
         g = torch.stack([th.cos(), th.sin()], -1)
@@ -213,7 +210,7 @@ class VoxFormerEncoder(nn.Module):
 class PerceptionTransformer_DFA3D(nn.Module):
     """Holds the level/camera embeddings (``level_embeds`` [4, C] as the original, ``cams_embeds`` [1, C]).
 
-    Both are zero-initialised: in the original they are never initialised (digest §12.2).
+    Both are zero-initialised: in the original they are never initialised (docs/model.md §12.2).
     """
 
     def __init__(self, *, embed_dims: int = 128, num_feature_levels: int = 4, num_cams: int = 1,

@@ -1,6 +1,6 @@
 """Camera <-> LiDAR(grid) geometry shared by the LSS view transformer, the voxel proposal and the EVT.
 
-Conventions (digest §1.3): ``rot`` (3, 3) / ``tran`` (3,) map camera -> LiDAR; ``intrin`` is the rectified
+Conventions (docs/model.md §1.3): ``rot`` (3, 3) / ``tran`` (3,) map camera -> LiDAR; ``intrin`` is the rectified
 P2 padded to 4x4 (its 4th column is honoured); ``post_rot`` / ``post_tran`` map original image pixels to the
 network image, (u', v') = post_rot (u, v) + post_tran; ``bda`` is a 4x4 (or 3x3) augmentation on LiDAR
 points (identity in every released config). Only one camera and batch size 1 are supported, as in the
@@ -11,19 +11,18 @@ truncation agree to the last bit wherever float32 allows.
 """
 from __future__ import annotations
 
-import logging
 from typing import NamedTuple, Tuple
 
 import torch
 from torch import Tensor
 
+from l2cocc_ros.core.grid import SEMANTIC_KITTI_GRID
+
 __all__ = ["PC_RANGE", "CamParams", "cam_params", "image_to_lidar", "lidar_to_image"]
 
-logger = logging.getLogger(__name__)
-
-#: SemanticKITTI / SSCBench point-cloud range (x_min, y_min, z_min, x_max, y_max, z_max) in metres,
-#: written as the literals of the original configs (not recomputed, to keep float32 results identical).
-PC_RANGE: Tuple[float, float, float, float, float, float] = (0.0, -25.6, -2.0, 51.2, 25.6, 4.4)
+#: SemanticKITTI / SSCBench point-cloud range (x_min, y_min, z_min, x_max, y_max, z_max) in metres, from the
+#: grid spec (``GridSpec.upper`` rounds to the original configs' literals, so float32 results stay identical)
+PC_RANGE: Tuple[float, float, float, float, float, float] = SEMANTIC_KITTI_GRID.point_cloud_range()
 
 
 class CamParams(NamedTuple):

@@ -1,6 +1,6 @@
 """Image encoder of L2COcc: EfficientNet backbone (mmcls layout) and the SECOND-FPN image neck.
 
-Paper: L2COcc, arXiv 2503.12369, Fig. 2 "image encoder"; digest §3.2-§3.3. EfficientNet: Tan & Le,
+Paper: L2COcc, arXiv 2503.12369, Fig. 2 "image encoder"; docs/model.md §3.2-§3.3. EfficientNet: Tan & Le,
 arXiv 1905.11946. Layout and key names follow the authors' ``CustomEfficientNet`` (an mmcls copy)
 and mmdet3d's ``SECONDFPN`` in StudyingFuFu/L2COcc, so released checkpoints load by name:
 ``layers.0`` stem, ``layers.1..5`` MBConv stages, ``layers.6`` 1x1 head conv; block fields
@@ -8,7 +8,6 @@ and mmdet3d's ``SECONDFPN`` in StudyingFuFu/L2COcc, so released checkpoints load
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import List, NamedTuple, Sequence, Tuple
 
@@ -19,8 +18,6 @@ from torch import Tensor, nn
 
 __all__ = ["BlockSetting", "EFFICIENTNET_B_STAGES", "EFFICIENTNET_ARCHS", "Conv2dAdaptivePadding", "EfficientNet",
            "SECONDFPN", "make_divisible", "scale_stages"]
-
-logger = logging.getLogger(__name__)
 
 
 class BlockSetting(NamedTuple):

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from l2cocc_ros.core.config import ModelConfig
-from l2cocc_ros.core.grid import GridSpec
 from l2cocc_ros.core.model.depth_net import GeometryDepthNet, get_mlp_input
 from l2cocc_ros.core.model.evt import VoxFormerHead_Tiny
 from l2cocc_ros.core.model.geometry import PC_RANGE
@@ -51,6 +50,16 @@ class _OccupancyTrunk(nn.Module):
     #: voxels with data-dependent ``nonzero`` (LiDAR tokenizer; LSS splat, voxel proposal, EVT) and run eagerly.
     static_shape_stages = ("voxel_backbone", "voxel_neck", "tpv_generator", "tpv_aggregator", "pts_bbox_head")
 
+    def _add_trunk(self, *, voxel_backbone: nn.Module, voxel_neck: nn.Module, tpv_generator: nn.Module,
+                   tpv_aggregator: nn.Module, pts_bbox_head: nn.Module) -> None:
+        """Register the trunk's blocks (the one place for -C and -L; called after the variant's own blocks, so
+        the state_dict keeps the authors' order)."""
+        self.voxel_backbone = voxel_backbone
+        self.voxel_neck = voxel_neck
+        self.tpv_generator = tpv_generator
+        self.tpv_aggregator = tpv_aggregator
+        self.pts_bbox_head = pts_bbox_head
+
     def _trunk(self, volume: Tensor) -> Dict[str, Any]:
         """(1, C, X, Y, Z) voxel features -> output dict (``logits``, ``tpv_weights``, ``feats``)."""
         feats3d = self.voxel_neck(self.voxel_backbone(volume))[0]  # (1, C, X, Y, Z)
@@ -75,15 +84,15 @@ class CameraSegmentor(_OccupancyTrunk):
         img_view_transformer: ViewTransformerLSS.
         proposal_layer: VoxelProposalLayer.
         VoxFormer_head: the EVT (VoxFormerHead_Tiny).
-        voxel_backbone, voxel_neck, tpv_generator, tpv_aggregator, pts_bbox_head: the shared 3D trunk.
+        **trunk: ``voxel_backbone``, ``voxel_neck``, ``tpv_generator``, ``tpv_aggregator``, ``pts_bbox_head``: the
+            shared 3D trunk (``_OccupancyTrunk._add_trunk``).
     """
 
     static_shape_stages = ("img_backbone", "img_neck", "depth_net") + _OccupancyTrunk.static_shape_stages
 
     def __init__(self, *, img_backbone: nn.Module, img_neck: nn.Module, depth_net: nn.Module,
                  img_view_transformer: nn.Module, proposal_layer: nn.Module, VoxFormer_head: nn.Module,
-                 voxel_backbone: nn.Module, voxel_neck: nn.Module, tpv_generator: nn.Module,
-                 tpv_aggregator: nn.Module, pts_bbox_head: nn.Module) -> None:
+                 **trunk: nn.Module) -> None:
         super().__init__()
         # image branch
         self.img_backbone = img_backbone
@@ -93,12 +102,7 @@ class CameraSegmentor(_OccupancyTrunk):
         self.img_view_transformer = img_view_transformer
         self.proposal_layer = proposal_layer
         self.VoxFormer_head = VoxFormer_head
-        # 3D trunk
-        self.voxel_backbone = voxel_backbone
-        self.voxel_neck = voxel_neck
-        self.tpv_generator = tpv_generator
-        self.tpv_aggregator = tpv_aggregator
-        self.pts_bbox_head = pts_bbox_head
+        self._add_trunk(**trunk)  # 3D trunk
 
     def forward(self, inputs: Mapping[str, Any]) -> Dict[str, Any]:
         """Run the camera model.
@@ -134,26 +138,20 @@ class LidarSegmentor(_OccupancyTrunk):
 
     Args:
         lidar_tokenizer: LidarEncoder, (feats (P, 6), cell index (P, 3)) -> (1, C, X, Y, Z).
-        voxel_backbone, voxel_neck, tpv_generator, tpv_aggregator, pts_bbox_head: the 3D trunk.
+        **trunk: the 3D trunk, as for CameraSegmentor.
         pc_range: (x_min, y_min, z_min, x_max, y_max, z_max) of the output grid [m].
         occ_size: output grid voxels (256, 256, 32).
         coarse_ratio: output voxels per tokenizer cell along each axis (2).
     """
 
-    def __init__(self, *, lidar_tokenizer: nn.Module, voxel_backbone: nn.Module, voxel_neck: nn.Module,
-                 tpv_generator: nn.Module, tpv_aggregator: nn.Module, pts_bbox_head: nn.Module,
-                 pc_range: Sequence[float] = PC_RANGE, occ_size: Sequence[int] = (256, 256, 32),
-                 coarse_ratio: int = 2) -> None:
+    def __init__(self, *, lidar_tokenizer: nn.Module, pc_range: Sequence[float] = PC_RANGE,
+                 occ_size: Sequence[int] = (256, 256, 32), coarse_ratio: int = 2, **trunk: nn.Module) -> None:
         super().__init__()
         self.pc_range = tuple(float(v) for v in pc_range)
         self.occ_size = tuple(int(n) for n in occ_size)
         self.coarse_ratio = int(coarse_ratio)
         self.lidar_tokenizer = lidar_tokenizer
-        self.voxel_backbone = voxel_backbone
-        self.voxel_neck = voxel_neck
-        self.tpv_generator = tpv_generator
-        self.tpv_aggregator = tpv_aggregator
-        self.pts_bbox_head = pts_bbox_head
+        self._add_trunk(**trunk)
 
     def forward(self, inputs: Mapping[str, Any]) -> Dict[str, Any]:
         """Run the LiDAR model.
@@ -176,7 +174,7 @@ class DistillSegmentor(CameraSegmentor):
     The teacher's parameters never require gradients and it runs under ``torch.no_grad``, only in training
     mode (at test time only the student runs). ``teacher_mode="train"`` reproduces the original, where
     Lightning's ``model.train()`` also puts the teacher in train mode (BatchNorm batch statistics, Swin
-    DropPath; digest §2.4); ``"eval"`` keeps the teacher in eval mode (the corrected behaviour).
+    DropPath; docs/model.md §2.4); ``"eval"`` keeps the teacher in eval mode (the corrected behaviour).
 
     Args:
         teacher: the L2COcc-L model.
@@ -212,11 +210,6 @@ class DistillSegmentor(CameraSegmentor):
 
 
 # ------------------------------------------------------------------------------------------------ build
-def _pc_range(grid: GridSpec) -> tuple:
-    """The grid's range as the configs' literals (0.0, -25.6, -2.0, 51.2, 25.6, 4.4), not 51.200000000000003."""
-    return tuple(round(v, 6) for v in grid.point_cloud_range())
-
-
 def _trunk_blocks(cfg: ModelConfig) -> Dict[str, nn.Module]:
     c, vb, tpv = cfg.embed_dims, cfg.voxel_backbone, cfg.tpv
     return dict(
@@ -236,7 +229,7 @@ def _trunk_blocks(cfg: ModelConfig) -> Dict[str, nn.Module]:
 
 def _camera_blocks(cfg: ModelConfig) -> Dict[str, nn.Module]:
     ib, dn, vt, evt = cfg.image_backbone, cfg.depth_net, cfg.view_transformer, cfg.evt
-    pc_range, grid = _pc_range(cfg.grid), cfg.internal_grid.dims
+    pc_range, grid = cfg.grid.point_cloud_range(), cfg.internal_grid.dims
     backbone = EfficientNet(arch=ib.arch, width_mult=ib.width_mult, depth_mult=ib.depth_mult,
                             drop_path_rate=ib.drop_path_rate, out_indices=ib.out_indices)
     if tuple(backbone.out_channels) != tuple(cfg.image_neck.in_channels):
@@ -265,7 +258,7 @@ def _lidar_model(cfg: ModelConfig) -> LidarSegmentor:
     le = cfg.lidar_encoder
     tokenizer = LidarEncoder(grid_size=cfg.internal_grid.dims, in_channels=le.in_channels,
                              out_channels=le.out_channels, hidden=le.hidden_channels)
-    return LidarSegmentor(lidar_tokenizer=tokenizer, pc_range=_pc_range(cfg.grid), occ_size=cfg.grid.dims,
+    return LidarSegmentor(lidar_tokenizer=tokenizer, pc_range=cfg.grid.point_cloud_range(), occ_size=cfg.grid.dims,
                           coarse_ratio=cfg.view_transformer.grid_downsample, **_trunk_blocks(cfg))
 
 

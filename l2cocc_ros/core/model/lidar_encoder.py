@@ -1,7 +1,6 @@
-"""LiDAR teacher encoder (``LidarEncoder``, digest §3.12): per-point MLP + scatter-max into a dense grid."""
+"""LiDAR teacher encoder (``LidarEncoder``, docs/model.md §3.12): per-point MLP + scatter-max into a dense grid."""
 from __future__ import annotations
 
-import logging
 from typing import Sequence, Tuple
 
 import torch
@@ -10,8 +9,6 @@ from torch import Tensor, nn
 from .geometry import PC_RANGE
 
 __all__ = ["lidar_preprocess", "LidarEncoder"]
-
-logger = logging.getLogger(__name__)
 
 
 def lidar_preprocess(points: Tensor, *, pc_range: Sequence[float] = PC_RANGE,

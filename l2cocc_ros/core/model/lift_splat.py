@@ -1,11 +1,10 @@
-"""LSS view transformer (``ViewTransformerLSS``, digest §3.6): lift ``P ⊗ context`` and sum-pool into voxels.
+"""LSS view transformer (``ViewTransformerLSS``, docs/model.md §3.6): lift ``P ⊗ context`` and sum-pool into voxels.
 
 Plain PyTorch replacement of BEVFusion's ``bev_pool``: the lifted features are built one chunk of depth bins
 at a time and scattered with ``index_add``, so the (C, D*H*W) lifted tensor is never materialised whole.
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence, Tuple
 
 import torch
@@ -14,8 +13,6 @@ from torch import Tensor, nn
 from .geometry import PC_RANGE, cam_params, image_to_lidar
 
 __all__ = ["ViewTransformerLSS"]
-
-logger = logging.getLogger(__name__)
 
 
 class ViewTransformerLSS(nn.Module):

@@ -1,15 +1,12 @@
-"""Occupancy head (``OccHead``, digest §3.11): conv3³ -> GN -> ReLU -> conv1³ -> trilinear upsampling."""
+"""Occupancy head (``OccHead``, docs/model.md §3.11): conv3³ -> GN -> ReLU -> conv1³ -> trilinear upsampling."""
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["OccHead"]
-
-logger = logging.getLogger(__name__)
 
 
 class OccHead(nn.Module):

@@ -7,12 +7,11 @@
   attends to a K x K key window whose start is clamped inward at the borders (never padded),
   plus a relative-position bias indexed by ``(key - query) + K - 1``.
 
-Both are written from the semantics in the L2COcc digest (§3.4, §11) and the authors' repository
+Both are written from the semantics in the docs/model.md (§3.4, §11) and the authors' repository
 (StudyingFuFu/L2COcc, ``core/models/img_view_transformer``); autograd supplies the backward pass.
 """
 from __future__ import annotations
 
-import logging
 from typing import Tuple
 
 import torch
@@ -24,8 +23,6 @@ __all__ = [
     "neighborhood_attention_2d",
     "NeighborhoodCrossAttention2D",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 def _pair(v) -> Tuple[int, int]:

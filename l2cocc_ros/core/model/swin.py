@@ -1,4 +1,4 @@
-"""Swin-T shared by the three TPV planes (digest §3.10), mmseg/mmdet key layout.
+"""Swin-T shared by the three TPV planes (docs/model.md §3.10), mmseg/mmdet key layout.
 
 Differences from ImageNet Swin-T that the original has and we keep: a stride-1 kernel-4 ``patch_embed_lidar``
 with right/bottom ("corner") padding of 3, zero padding of each block's map to multiples of the window
@@ -7,7 +7,6 @@ LayerNorms ``norm1..norm3`` on stages 1-3 (before their merging).
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
@@ -16,8 +15,6 @@ from torch import Tensor, nn
 
 __all__ = ["DropPath", "WindowMSA", "ShiftWindowMSA", "SwinBlock", "PatchMerging", "PatchEmbed", "SwinTPV",
            "convert_official_swin"]
-
-logger = logging.getLogger(__name__)
 
 
 class DropPath(nn.Module):

@@ -1,7 +1,6 @@
-"""TPV branch (digest §3.10): weighted pooling to three planes, shared Swin, 2-D FPN, 4-way aggregation."""
+"""TPV branch (docs/model.md §3.10): weighted pooling to three planes, shared Swin, 2-D FPN, 4-way aggregation."""
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Sequence, Tuple
 
 import torch.nn.functional as F
@@ -11,8 +10,6 @@ from .swin import SwinTPV
 from .voxel_backbone import GeneralizedLSSFPN
 
 __all__ = ["TPVWeightedAvgPooler", "TPVGenerator", "TPVAggregator"]
-
-logger = logging.getLogger(__name__)
 
 
 def _plane_mlp(c: int) -> nn.Sequential:

@@ -1,11 +1,10 @@
-"""3D backbone and necks: ``CustomResNet3D`` and ``GeneralizedLSSFPN`` (2-D or 3-D), digest §3.9 / §3.10.
+"""3D backbone and necks: ``CustomResNet3D`` and ``GeneralizedLSSFPN`` (2-D or 3-D), docs/model.md §3.9 / §3.10.
 
 ``ConvNormAct`` mirrors mmcv's ConvModule (conv -> norm -> act, keys ``conv`` and ``bn``/``gn``) including its
 initialisation (Kaiming normal, fan_out; norm weight 1, bias 0).
 """
 from __future__ import annotations
 
-import logging
 from typing import List, Optional, Sequence
 
 import torch
@@ -13,8 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["ConvNormAct", "BasicBlock3D", "CustomResNet3D", "GeneralizedLSSFPN"]
-
-logger = logging.getLogger(__name__)
 
 
 class ConvNormAct(nn.Module):

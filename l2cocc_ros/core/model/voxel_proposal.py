@@ -1,4 +1,4 @@
-"""Voxel proposal layer (``VoxelProposalLayer``, digest §3.7): stereo depth pixels -> binary occupancy."""
+"""Voxel proposal layer (``VoxelProposalLayer``, docs/model.md §3.7): stereo depth pixels -> binary occupancy."""
 from __future__ import annotations
 
 import logging

@@ -12,11 +12,10 @@ A dataset sample (see ``core/data/semantic_kitti.py``) is a dict with
 :func:`collate_single` turns a list of one such sample into the model's batch-1 layout: every tensor gets
 a leading batch dimension except ``points``, which the model takes as (P, 4). Samples that already carry
 the batch dimension (``img`` of 5 dims) are passed through unchanged. The original trains with batch 1
-per GPU only (digest §12.1); DDP gives the global batch.
+per GPU only (docs/model.md §12.1); DDP gives the global batch.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict, List, Mapping, Optional
 
 import lightning as L
@@ -26,8 +25,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = ["UNBATCHED_KEYS", "collate_single", "batch_to_device", "L2COccDataModule"]
-
-logger = logging.getLogger(__name__)
 
 UNBATCHED_KEYS = frozenset({"points"})
 """Input keys the model takes without a batch dimension."""

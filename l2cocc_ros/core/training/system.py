@@ -1,6 +1,6 @@
 """The Lightning system of L2COcc: model + task/distillation losses + optimiser/schedule + SSC metrics.
 
-Recipe of the original (architecture digest §6): AdamW (max lr, weight decay 0.01, default betas) over
+Recipe of the original (docs/model.md §6): AdamW (max lr, weight decay 0.01, default betas) over
 the trainable parameters (the -D teacher is frozen), ``OneCycleLR(total_steps = steps + 10, pct_start,
 anneal 'cos', cycle_momentum=False)`` stepped every iteration, batch 1 per process, fp32. Validation
 accumulates the official SSC confusion matrix over the split (summed over DDP processes) and logs

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from l2cocc_ros.core import camera as cam
+from l2cocc_ros.core import preprocess as cam
 from l2cocc_ros.core.data import kitti_io
 from l2cocc_ros.core.data.kitti360 import KITTI360Dataset, kitti360_calibration
 from l2cocc_ros.core.frame import baseline_from_projections

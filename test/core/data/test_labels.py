@@ -7,7 +7,7 @@ from l2cocc_ros.core.data import labels as L
 
 
 def _reference_downsample(lab, f=2):
-    """Direct per-block transcription of the rule in the digest (§7.1), as a slow oracle."""
+    """Direct per-block transcription of the rule in docs/model.md (§7.1), as a slow oracle."""
     x, y, z = (d // f for d in lab.shape)
     out = np.zeros((x, y, z), dtype=np.uint8)
     for i in range(x):

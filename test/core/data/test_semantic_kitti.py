@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from l2cocc_ros.core import camera as cam
+from l2cocc_ros.core import preprocess as cam
+from l2cocc_ros.core.data.depth_target import lidar_depth_map
 from l2cocc_ros.core.data import kitti_io, labels
 from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset, modalities_for_variant, read_rgb
 from l2cocc_ros.core.stereo import SGBMStereo
@@ -50,7 +51,7 @@ def test_camera_sample_from_preprocessed_files(fake):
     scan = kitti_io.read_velodyne(root / "sequences/08/velodyne/000005.bin")
     rc = cam.ResizeCrop.from_sizes((40, 124), INPUT)
     geom = cam.camera_geometry(projections((40, 124))[0], rc, T_velo_to_cam=TR)
-    np.testing.assert_array_equal(s["lidar_depth"][0].numpy(), cam.lidar_depth_map(scan, geom))
+    np.testing.assert_array_equal(s["lidar_depth"][0].numpy(), lidar_depth_map(scan, geom))
     assert (s["lidar_depth"] > 0).sum() > 10
 
 

@@ -1,93 +1,16 @@
-"""Stereo depth backends: rectified left/right images -> metric depth map (0 = invalid).
-
-The original L2COcc reads depth maps that MobileStereoNet computed offline (digest §3.5). Without that
-network's weights, the default here is OpenCV's semi-global block matching, tuned for KITTI-like
-rectified pairs (~0.54 m baseline, ~720 px focal length, 1241x376). A learned network plugs in by
-subclassing :class:`StereoBackend` (implement :meth:`StereoBackend.disparity`) and registering a factory
-with :func:`register_stereo_backend`; the node and ``l2cocc preprocess stereo`` pick backends by name.
-
-Depth from disparity: ``depth = f · b / disp`` for ``disp > 0``; every other pixel is 0.
+"""OpenCV semi-global block matching, tuned for KITTI-like rectified pairs (~0.54 m baseline, ~720 px focal
+length, 1241x376). Weights-free; runs on the CPU and hands its disparity to the backend's device.
 """
 from __future__ import annotations
 
-import abc
-import logging
-from typing import Callable, Dict, List
 
 import cv2
 import numpy as np
+import torch
 
-__all__ = [
-    "StereoBackend",
-    "SGBMStereo",
-    "disparity_to_depth",
-    "register_stereo_backend",
-    "get_stereo_backend",
-    "available_stereo_backends",
-]
+from l2cocc_ros.core.stereo.base import StereoBackend, check_pair
 
-logger = logging.getLogger(__name__)
-
-
-def disparity_to_depth(disparity: np.ndarray, focal_px: float, baseline_m: float) -> np.ndarray:
-    """Convert a disparity map (pixels) to depth (metres); non-positive or non-finite disparity -> 0.
-
-    Raises:
-        ValueError: non-positive focal length or baseline.
-    """
-    _check_fb(focal_px, baseline_m)
-    disp = np.asarray(disparity, dtype=np.float32)
-    valid = np.isfinite(disp) & (disp > 0)
-    depth = np.zeros(disp.shape, dtype=np.float32)
-    depth[valid] = np.float32(focal_px * baseline_m) / disp[valid]
-    return depth
-
-
-def _check_fb(focal_px: float, baseline_m: float) -> None:
-    if not (np.isfinite(focal_px) and focal_px > 0):
-        raise ValueError(f"focal length must be > 0 px, got {focal_px}")
-    if not (np.isfinite(baseline_m) and baseline_m > 0):
-        raise ValueError(f"baseline must be > 0 m, got {baseline_m}")
-
-
-def _check_pair(left: np.ndarray, right: np.ndarray) -> None:
-    for name, img in (("left", left), ("right", right)):
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-            raise ValueError(f"{name} image must be a uint8 numpy array, got {getattr(img, 'dtype', type(img))}")
-        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
-            raise ValueError(f"{name} image must be (H, W) or (H, W, 3), got {img.shape}")
-    if left.shape != right.shape:
-        raise ValueError(f"left and right images differ in shape: {left.shape} vs {right.shape}")
-
-
-class StereoBackend(abc.ABC):
-    """Depth from a rectified stereo pair.
-
-    Subclasses implement :meth:`disparity`; :meth:`compute` turns it into depth.
-    """
-
-    name: str = "base"
-
-    @abc.abstractmethod
-    def disparity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Disparity (pixels, float32 (H, W)) of the left image; <= 0 where invalid.
-
-        Args:
-            left, right: rectified (H, W, 3) RGB or (H, W) grey uint8 images of the same size.
-        """
-
-    def compute(self, left: np.ndarray, right: np.ndarray, focal_px: float, baseline_m: float) -> np.ndarray:
-        """Depth map (H, W) float32 in metres of the left image, 0 = invalid.
-
-        Raises:
-            ValueError: images of different size / wrong dtype, non-positive focal length or baseline.
-        """
-        _check_fb(focal_px, baseline_m)
-        _check_pair(left, right)
-        return disparity_to_depth(self.disparity(left, right), focal_px, baseline_m)
-
-    __call__ = compute
-
+__all__ = ["SGBMStereo"]
 
 _MODES = {
     "sgbm": cv2.STEREO_SGBM_MODE_SGBM,
@@ -196,9 +119,9 @@ class SGBMStereo(StereoBackend):
             img = cv2.resize(img, (w // self.downscale, h // self.downscale), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(img)
 
-    def disparity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """SGBM disparity in full-resolution pixels (float32), -1 where invalid."""
-        _check_pair(left, right)
+    def disparity(self, left: np.ndarray, right: np.ndarray) -> torch.Tensor:
+        """SGBM disparity in full-resolution pixels (float32 tensor on :attr:`device`), -1 where invalid."""
+        check_pair(left, right)
         h, w = left.shape[:2]
         raw = self._matcher.compute(self._prepare(left), self._prepare(right))
         disp = raw.astype(np.float32) / 16.0
@@ -206,47 +129,4 @@ class SGBMStereo(StereoBackend):
         if self.downscale > 1:
             disp = np.where(disp > 0, disp * self.downscale, -1.0).astype(np.float32)
             disp = cv2.resize(disp, (w, h), interpolation=cv2.INTER_NEAREST)
-        return disp
-
-
-def _torch_census(**kwargs) -> StereoBackend:
-    from l2cocc_ros.core.stereo_torch import TorchCensusStereo  # imports torch only when chosen
-
-    return TorchCensusStereo(**kwargs)
-
-
-_REGISTRY: Dict[str, Callable[..., StereoBackend]] = {"sgbm": SGBMStereo, "torch_census": _torch_census}
-
-
-def register_stereo_backend(name: str, factory: Callable[..., StereoBackend], *, overwrite: bool = False) -> None:
-    """Make a backend available by name (e.g. a learned network).
-
-    Raises:
-        ValueError: the name is taken and ``overwrite`` is False.
-    """
-    key = name.lower()
-    if key in _REGISTRY and not overwrite:
-        raise ValueError(f"stereo backend {name!r} is already registered")
-    _REGISTRY[key] = factory
-
-
-def available_stereo_backends() -> List[str]:
-    """Names accepted by :func:`get_stereo_backend`."""
-    return sorted(_REGISTRY)
-
-
-def get_stereo_backend(name: str = "sgbm", **kwargs) -> StereoBackend:
-    """Create a stereo backend by name with keyword options (e.g. ``get_stereo_backend("sgbm", downscale=2)``).
-
-    Raises:
-        ValueError: unknown name (the message lists the known ones) or options the backend refuses.
-    """
-    try:
-        factory = _REGISTRY[name.lower()]
-    except KeyError:
-        known = ", ".join(available_stereo_backends())
-        raise ValueError(f"unknown stereo backend {name!r}; available: {known}") from None
-    try:
-        return factory(**kwargs)
-    except TypeError as exc:
-        raise ValueError(f"bad options for stereo backend {name!r}: {exc}") from None
+        return torch.from_numpy(disp).to(self.device)
