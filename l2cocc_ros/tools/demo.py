@@ -4,7 +4,8 @@
    checkpoint never saw in training);
 2. converts it to a rosbag2 (``l2cocc kitti2bag``);
 3. starts three processes talking DDS on loopback only (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, a
-   private domain id): the perception node with the shipped small checkpoint, the scorer, and the replay;
+   private domain id): the perception node with the shipped camera model (``--variant l``: the LiDAR
+   teacher), the scorer, and the replay;
 4. ends with a table (frames, drops, latency p50/p95, IoU, mIoU) and PNG renders of predictions next to
    the ground truth in ``demo_out/``.
 """
@@ -24,9 +25,15 @@ from typing import Dict, List, Optional, Tuple
 from l2cocc_ros import exit_codes
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CHECKPOINT = REPO / "l2cocc_ros" / "checkpoints" / "tiny_l2cocc_l.pt"
 
-__all__ = ["DEFAULT_CHECKPOINT", "run_demo", "main"]
+__all__ = ["shipped_checkpoint", "run_demo", "main"]
+
+
+def shipped_checkpoint(variant: str = "c") -> Path:
+    """The shipped model the demo runs: "c" the camera model (stereo -> grid), "l" the LiDAR teacher."""
+    from l2cocc_ros.core.checkpoint import SHIPPED_CAMERA_CHECKPOINT, SHIPPED_LIDAR_CHECKPOINT
+
+    return {"c": SHIPPED_CAMERA_CHECKPOINT, "l": SHIPPED_LIDAR_CHECKPOINT}[variant]
 
 
 def _python(module: str, *args: str) -> List[str]:
@@ -103,7 +110,7 @@ def _node_and_replay_commands(checkpoint: Path, meta: Dict[str, str], bag: Path,
         "l2cocc_ros.ros.node", "--ros-args",
         "--params-file", str(REPO / "config" / "l2cocc_node.param.yaml"),
         "--params-file", str(REPO / "config" / "common.param.yaml"),
-        "-p", f"variant:={meta['variant']}", "-p", f"preset:={meta['preset']}", "-p", f"checkpoint:={checkpoint}",
+        "-p", f"checkpoint:={checkpoint}",  # variant and preset: the node reads them from the file
         "-p", "device:=cpu", "-p", "precision:=fp32", *remaps)
     replay_cmd = _python("l2cocc_ros.tools.replay", str(bag), "--rate", str(rate),
                          "--wait-for", *inputs.values(), "--wait-timeout", "300")
@@ -116,7 +123,7 @@ def run_demo(out: Path, checkpoint: Path, *, frames: int = 8, seed: int = 1234, 
     out.mkdir(parents=True, exist_ok=True)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} not found (the repository ships "
-                                f"{DEFAULT_CHECKPOINT.relative_to(REPO)}; see README 'Training')")
+                                f"{shipped_checkpoint().relative_to(REPO)}; see README 'Training')")
     data = out / "data"
     rewritten = _ensure_dataset(data, frames, seed, width, height)
     bag = out / "bag"
@@ -202,8 +209,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "demo_out", help="output folder")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                        help="an l2cocc_ros checkpoint (its preset and variant configure the node)")
+    parser.add_argument("--variant", choices=("c", "l"), default="c",
+                        help="which shipped model: c = the camera model (stereo -> grid), l = the LiDAR teacher")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="another l2cocc_ros checkpoint instead (its preset and variant configure the node)")
     parser.add_argument("--frames", type=int, default=8, help="frames of the synthetic sequence")
     parser.add_argument("--seed", type=int, default=1234, help="world seed (not one used in training)")
     parser.add_argument("--rate", type=float, default=0.1, help="replay speed (0.1: one frame per second)")
@@ -211,7 +220,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     try:
-        summary = run_demo(args.out, args.checkpoint, frames=args.frames, seed=args.seed, rate=args.rate,
+        summary = run_demo(args.out, args.checkpoint or shipped_checkpoint(args.variant), frames=args.frames,
+                           seed=args.seed, rate=args.rate,
                            timeout_s=args.timeout)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"make demo: error: {exc}", file=sys.stderr)

@@ -102,6 +102,7 @@ def generate_benchmark(out: Path, *, train_worlds: int = 12, train_frames: int =
                     for i in range(heldout_worlds)]}
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
+    written = 0
     for split, worlds in splits.items():
         for seq, seed, n in worlds:
             wrote = False
@@ -113,6 +114,7 @@ def generate_benchmark(out: Path, *, train_worlds: int = 12, train_frames: int =
                 if not done or (wrote and k == n - 1):
                     write_sequence(data, seq, frames=1, seed=seed, start=fid, config=config)
                     wrote = True
+                    written += 1
             if progress:
                 print(f"[synth-benchmark] {split} world {seq} (seed {seed}): {n} frames "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -141,6 +143,7 @@ def generate_benchmark(out: Path, *, train_worlds: int = 12, train_frames: int =
                             for split, worlds in splits.items()},
         "versions": _versions(),
         "generation_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "frames_synthesised_by_this_run": written,  # a resumed run skips finished frames (and their time)
         "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

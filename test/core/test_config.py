@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from l2cocc_ros.core.config import (ExperimentConfig, ModelConfig, dump_config, from_dict, get_preset, load_config,
+from l2cocc_ros.core.config import (ExperimentConfig, dump_config, from_dict, get_preset, load_config,
                                     preset_names, to_dict, with_overrides)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,7 @@
 """The node takes its model identity from the checkpoint: ``checkpoint:=FILE`` alone is enough for every shipped
 file, ``variant`` / ``preset`` that contradict the file are refused naming both, the authors' kind of file (no
-recorded preset) needs ``preset``, and an empty ``checkpoint`` means the shipped camera model."""
+recorded preset) needs ``preset``, an empty ``checkpoint`` means the shipped camera model, and ``l2cocc node`` without
+arguments starts with the shipped files and names them in its first log line."""
 import pytest
 import rclpy
 import torch
@@ -76,3 +77,36 @@ def test_a_file_without_recorded_preset_needs_one(tmp_path):
     assert model_identity(plain, "", preset)[1] == preset
     with pytest.raises(ValueError, match="variant 'l' was configured"):
         model_identity(plain, "l", preset)
+
+
+def test_node_without_arguments_uses_the_shipped_files_and_says_so_first():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="OFF", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "l2cocc_ros.ros.node"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("ready:" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    logged = [line for line in lines if line.startswith("[INFO]")]
+    assert logged, "".join(lines)
+    first = logged[0]
+    assert str(SHIPPED_CAMERA_CHECKPOINT) in first and "the shipped camera model" in first, first
+    assert "l2cocc_node.param.yaml" in first and "common.param.yaml" in first, first
+    assert any("ready:" in line for line in lines), "".join(lines)
