@@ -10,6 +10,8 @@ which the agreement table says):
 * ``fp32 eager``: -C per stage latency, end to end, peak GPU memory, host syncs per frame;
 * ``fp16`` / ``bf16`` with ``channels_last`` and ``device_preprocess``; the same with ``cuda_graphs``;
 * ``torch_census stereo`` alone on the GPU, and end to end image -> labels with it (stereo included);
+* ``msnet3d`` / ``msnet2d`` stereo on the GPU (``bench/stereo.py``'s measurement: time, peak memory, counted
+  FLOPs; official-layout weights with default values: timing does not depend on them);
 * ``-L`` engine;
 * ``agreement``: every fast path against fp32 eager, two frames alternated (a stale CUDA-graph replay fails),
   the trained tiny -L (and tiny -C / -D when shipped) as well;
@@ -22,6 +24,7 @@ hand; its output goes to ``bench/gpu_check_cpu_dry_run.{json,md}`` and is no GPU
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -33,7 +36,7 @@ import numpy as np
 
 from l2cocc_ros.tools import bench
 
-__all__ = ["plan", "stereo_step", "train_step", "main"]
+__all__ = ["plan", "stereo_step", "stereo_backend_step", "train_step", "main"]
 
 BENCH_DIR = bench.REPO / "bench"
 
@@ -66,6 +69,9 @@ def plan(dry_run: bool) -> List[Dict[str, object]]:
         {"name": "torch_census stereo", "fn": "stereo", "timeout_s": 45,
          "kwargs": dict(device=dev, runs=max(runs, 3), **size)},
         engine("end to end bf16 fast + torch_census stereo -C", c, "bf16", stereo="torch_census", **fast),
+        *({"name": f"{net} stereo", "fn": "stereo_backend", "timeout_s": 90,
+           "kwargs": dict(backend=net, device=dev, runs=max(runs, 3),
+                          **(dict(width=208, height=64) if dry_run else {}))} for net in ("msnet3d", "msnet2d")),
         engine("fp32 eager -L", l),
         agree("agreement fp16 -C", c, "fp16"),
         agree("agreement bf16 channels_last device_preprocess -C", c, "bf16", **fast),
@@ -142,6 +148,16 @@ def stereo_step(device: str, runs: int = 5, width: int = 1241, height: int = 376
     return out
 
 
+def stereo_backend_step(backend: str, device: str, runs: int = 5, width: int = 1241,
+                        height: int = 376) -> Dict[str, object]:
+    """A stereo backend's depth of a ``height`` x ``width`` pair on ``device``, measured by ``bench/stereo.py``
+    (p50 / p90 ms, peak memory, counted GFLOPs)."""
+    spec = importlib.util.spec_from_file_location("l2cocc_stereo_bench", BENCH_DIR / "stereo.py")
+    stereo_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stereo_bench)
+    return stereo_bench.measure(f"{backend}:{height}x{width}", device, runs)
+
+
 def train_step(preset: str, device: str, steps: int = 2) -> Dict[str, object]:
     """``steps`` optimiser steps of a variant on a synthetic batch (fp32, as Lightning trains here).
 
@@ -199,7 +215,7 @@ def train_step(preset: str, device: str, steps: int = 2) -> Dict[str, object]:
 
 
 _FUNCTIONS = {"engine": bench.bench_engine, "agreement": bench.bench_agreement, "stereo": stereo_step,
-              "train": train_step}
+              "stereo_backend": stereo_backend_step, "train": train_step}
 
 
 def _child(fn: str, kwargs_json: str) -> None:
@@ -239,6 +255,9 @@ def _summary(check: Dict[str, object]) -> str:
                 f"IoU {r['occupancy_iou_pct']:.2f} %, weights {r['weights']}")
     if check["fn"] == "stereo" and r:
         return f"p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms, {r['valid_pct']:.0f} % valid ({r['size']})"
+    if check["fn"] == "stereo_backend" and r:
+        gflops = f", {r['gflops']:.1f} GFLOPs" if r.get("gflops") else ""
+        return f"p50 {r['ms_p50']:.1f} ms, p90 {r['ms_p90']:.1f} ms, peak {r['peak_mb']:.0f} MB{gflops} ({r['case']})"
     if check["fn"] == "train" and r:
         mem = f", peak {r['gpu_max_allocated_mb']:.0f} MB" if "gpu_max_allocated_mb" in r else ""
         return f"loss {r['loss']:.3f} finite, grads finite ({r['params_with_grad']}), step {r['step_ms']:.0f} ms{mem}"
