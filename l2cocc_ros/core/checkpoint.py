@@ -28,7 +28,7 @@ from l2cocc_ros.core.config import ExperimentConfig, ModelConfig, from_dict, to_
 
 __all__ = [
     "FORMAT", "CONVERT_HINT", "CheckpointError", "CheckpointMismatchError", "LoadReport", "LoadedCheckpoint",
-    "save_checkpoint", "load_checkpoint", "load_released", "read_state_dict", "compare_state_dict",
+    "safe_load", "save_checkpoint", "load_checkpoint", "load_released", "read_state_dict", "compare_state_dict",
     "state_dict_sha256", "DERIVED_TENSORS", "is_derived_key", "load_model", "variant_of_keys", "model_identity",
     "SHIPPED_CAMERA_CHECKPOINT", "SHIPPED_LIDAR_CHECKPOINT",
 ]
@@ -146,7 +146,13 @@ def variant_of_keys(keys) -> Optional[str]:
     return None
 
 
-def _safe_load(path: PathLike) -> Any:
+def safe_load(path: PathLike) -> Any:
+    """Read a torch file with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: a directory, an empty or truncated file, or a pickle holding Python objects.
+    """
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
@@ -193,7 +199,7 @@ def read_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], str, Dict[
     Raises:
         FileNotFoundError, CheckpointError (unsafe or unknown file; our file with a wrong weights hash).
     """
-    obj = _safe_load(path)
+    obj = safe_load(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(obj).__name__}")
     if obj.get("format") == FORMAT:
@@ -449,7 +455,7 @@ def model_identity(path: PathLike, variant: str = "", preset: str = "") -> Tuple
     """
     from l2cocc_ros.core.config import get_preset
 
-    obj = _safe_load(path)
+    obj = safe_load(path)
     meta = (obj.get("meta") or {}) if isinstance(obj, dict) and obj.get("format") == FORMAT else {}
     stored_preset, stored_variant = str(meta.get("preset") or ""), str(meta.get("variant") or "")
     if stored_preset:

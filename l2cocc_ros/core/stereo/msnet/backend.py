@@ -142,9 +142,9 @@ def load_msnet_weights(model: MSNetBase, path: PathLike) -> None:
         CheckpointError: unreadable or unsafe file, or an unknown layout.
         CheckpointMismatchError: keys or shapes differ; the message is ``l2cocc ckpt-check``'s grouped report.
     """
-    from l2cocc_ros.core.checkpoint import CheckpointMismatchError, _safe_load, compare_state_dict
+    from l2cocc_ros.core.checkpoint import CheckpointMismatchError, safe_load, compare_state_dict
 
-    state_dict = _state_dict_of(_safe_load(path), str(path))
+    state_dict = _state_dict_of(safe_load(path), str(path))
     own = model.state_dict()
     state_dict = {**{k: own[k] for k in own if k.endswith("num_batches_tracked") and k not in state_dict},
                   **state_dict}
