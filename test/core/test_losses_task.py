@@ -28,6 +28,28 @@ def test_ce_weights_match_the_papers_table():
     np.testing.assert_allclose(kitti360().class_weights(), K360_WEIGHTS, atol=5e-5)
 
 
+def test_enet_class_weights_follow_the_class_shares():
+    counts = semantic_kitti().frequencies
+    w = semantic_kitti().class_weights("enet")
+    np.testing.assert_allclose(w, 1.0 / np.log(1.02 + counts / counts.sum()), rtol=1e-6)
+    assert w[0] == pytest.approx(1.4965, abs=1e-3)           # empty, 92 % of the voxels
+    assert w[1:].min() > 14 * w[0] and w.max() < 1 / np.log(1.02)  # every occupied class >> empty, bounded
+    with pytest.raises(ValueError, match="'inverse'.*paper, enet"):
+        semantic_kitti().class_weights("inverse")
+    with pytest.raises(ValueError, match="loss.class_weighting"):
+        LossConfig(class_weighting="inverse")
+
+
+def test_task_losses_use_the_configured_class_weighting():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(1, 20, 4, 4, 2, generator=g)
+    target = torch.randint(0, 20, (1, 4, 4, 2), generator=g)
+    cfg = LossConfig(class_weighting="enet", sem_scal_weight=0.0, geo_scal_weight=0.0, depth_weight=0.0)
+    w = torch.from_numpy(semantic_kitti().class_weights("enet"))
+    got = task_losses({"logits": logits}, target, cfg)["loss_ce"]
+    assert got.item() == pytest.approx(3.0 * weighted_ce(logits, target, w).item(), rel=1e-6)
+
+
 def test_weighted_ce_is_weighted_mean_and_ignores_255():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 3.0, 1.0], [9.0, -9.0, 0.0]])
     target = torch.tensor([0, 2, 1, 255])
