@@ -11,16 +11,18 @@
 #   bash scripts/camera_experiment.sh d SEED NAME K=V  # -D ablation, e.g. NAME=no_logit loss.ratio_logit_kl=0
 #   bash scripts/camera_experiment.sh eval RUN         # held-out scores of runs/cam/RUN/best.pt
 #
-# Environment: STEPS_L (default 1500), STEPS (student schedule, default 1000), VAL_EVERY (100), OMP_NUM_THREADS
-# (default 1). Logs: runs/cam/<run>/train.log. Source scripts/env.sh first.
+# Environment: STEPS_L (default 500), STEPS (student schedule, default 250), VAL_EVERY (students, 50),
+# VAL_EVERY_L (100), OMP_NUM_THREADS (default 1). On 2 cores run two arms at a time (~4.3 s per -L / -C step
+# and ~9 s per -D step on one thread each: -L ~40 min, -C ~25 min, -D ~45 min with validations). Logs: runs/cam/<run>/train.log. Source scripts/env.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 BENCH=runs/synth_bench
 OUT=runs/cam
-STEPS_L="${STEPS_L:-1500}"
-STEPS="${STEPS:-1000}"
-VAL_EVERY="${VAL_EVERY:-100}"
+STEPS_L="${STEPS_L:-500}"
+STEPS="${STEPS:-250}"
+VAL_EVERY="${VAL_EVERY:-50}"
+VAL_EVERY_L="${VAL_EVERY_L:-100}"
 TRAIN_SEQS="00 01 02 03 04 05 06 07 08 09 10 11"
 HELDOUT_SEQS="20 21 22 23"
 
@@ -71,7 +73,7 @@ save_checkpoint('$path', build_model(exp.model), exp, extra={'seed': $seed, 'sou
 
 case "${1:-}" in
   bench) nice -n 5 l2cocc synth-benchmark --out "$BENCH" --no-progress ;;
-  l) train l "$STEPS_L" --config micro_l2cocc_l --seed 1 ;;
+  l) VAL_EVERY="$VAL_EVERY_L" train l "$STEPS_L" --config micro_l2cocc_l --seed 1 ;;
   c) seed="$2"; train "c_s$seed" "$STEPS" --config micro_l2cocc_c --seed "$seed" --init-from "$(init_weights "$seed")" ;;
   d)
     seed="$2"; name="${3:-}"; shift $(( $# < 3 ? $# : 3 ))

@@ -382,11 +382,12 @@ def load_checkpoint(path: PathLike, model: Optional[nn.Module] = None) -> Loaded
 
 
 def load_model(path: PathLike, config: Union[ExperimentConfig, str, None] = None) -> Tuple[nn.Module, ExperimentConfig]:
-    """Build and load the model of any supported checkpoint: the one entry point for tools and the engine.
+    """Build and load the deployed model of any supported checkpoint: the one entry point for tools and the engine.
 
     Our checkpoints carry their config; the authors' Lightning ``.ckpt`` files and plain state_dicts do not,
-    so ``config`` names the model to build for them (loaded strictly, ``model.`` stripped, ``teacher.*``
-    dropped for a -C model).
+    so ``config`` names the model to build for them (loaded strictly, ``model.`` stripped). A -D checkpoint
+    gives its student (``ModelConfig.student()``, a camera model): the teacher only takes part in training, so
+    its ``teacher.*`` keys are dropped when present and need not be (a shipped -D file leaves them out).
 
     Args:
         path: checkpoint file (read with ``weights_only=True``).
@@ -418,7 +419,7 @@ def load_model(path: PathLike, config: Union[ExperimentConfig, str, None] = None
     if kind != "ours":
         if exp is None:
             raise ValueError(f"checkpoint {path} is a {kind} state_dict without a config: give its preset")
-        model = build_model(exp.model)
+        model = build_model(exp.model.student())
         load_released(path, model)
         return model.eval(), exp
     stored = (obj.get("meta") or {}).get("preset")
@@ -429,7 +430,7 @@ def load_model(path: PathLike, config: Union[ExperimentConfig, str, None] = None
         exp = stored_exp if stored_exp is not None else (get_preset(stored) if stored else None)
         if exp is None:
             raise ValueError(f"checkpoint {path} records no experiment config or preset; give its preset")
-    loaded = load_checkpoint(path, build_model(exp.model))
+    loaded = load_checkpoint(path, build_model(exp.model.student()))
     return loaded.model.eval(), exp
 
 

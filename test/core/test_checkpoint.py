@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from l2cocc_ros.core.checkpoint import (FORMAT, CheckpointError, CheckpointMismatchError, LoadReport,
-                                        compare_state_dict, is_derived_key, load_checkpoint, load_released,
+                                        compare_state_dict, is_derived_key, load_checkpoint, load_model, load_released,
                                         read_state_dict, save_checkpoint, state_dict_sha256)
 from l2cocc_ros.core.config import dump_config, get_preset
 from l2cocc_ros.core.model.l2cocc import CameraSegmentor, DistillSegmentor, LidarSegmentor, build_model
@@ -122,6 +122,13 @@ def test_distilled_checkpoint_deploys_as_student(tmp_path, tiny_d):
                                              if k.startswith("teacher.") and not is_derived_key(k))
     assert all(torch.equal(v, tiny_d.state_dict()[k]) for k, v in student.state_dict().items())
     assert loaded.config == cfg and loaded.meta["variant"] == "d"
+    model, exp = load_model(path)  # what the engine and the tools run: the student
+    assert type(model) is CameraSegmentor and exp == cfg
+    assert all(torch.equal(v, tiny_d.state_dict()[k]) for k, v in model.state_dict().items())
+    # a shipped -D file leaves the teacher out; it loads strictly all the same
+    save_checkpoint(tmp_path / "student.pt", student, cfg)
+    again, _ = load_model(tmp_path / "student.pt", "tiny_l2cocc_d")
+    assert type(again) is CameraSegmentor and _same(again, student)
 
 
 def test_mismatch_report(tmp_path, tiny_d):
@@ -204,8 +211,6 @@ def test_ckpt_check_cli(tmp_path, capsys):
 
 
 def test_load_model_entry_point(tmp_path):
-    from l2cocc_ros.core.checkpoint import load_model
-
     cfg = get_preset("tiny_l2cocc_l")
     model = build_model(cfg.model)
     _perturbed(model, 4)
