@@ -48,7 +48,7 @@ PathLike = Union[str, Path]
 _SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 SHIPPED_CAMERA_CHECKPOINT = _SHIPPED / "micro_l2cocc_c.pt"
 """The camera model shipped with the package (stereo -> grid): the node's and the demo's default."""
-SHIPPED_LIDAR_CHECKPOINT = _SHIPPED / "tiny_l2cocc_l.pt"
+SHIPPED_LIDAR_CHECKPOINT = _SHIPPED / "micro_l2cocc_l.pt"
 """The small LiDAR teacher shipped with the package (``l2cocc demo --variant l``)."""
 
 

@@ -14,7 +14,7 @@ which the agreement table says):
   FLOPs; official-layout weights with default values: timing does not depend on them);
 * ``-L`` engine;
 * ``agreement``: every fast path against fp32 eager, two frames alternated (a stale CUDA-graph replay fails),
-  the trained tiny -L (and tiny -C / -D when shipped) as well;
+  the shipped trained -L (and the trained -C / -D that are shipped) as well;
 * ``train step``: one optimiser step per variant (-C, -D, -L): finite loss and gradients, step time, peak memory.
 
 ``--cpu-dry-run`` runs every step end to end on the CPU with the tiny presets and one timed run (CUDA graphs
@@ -34,6 +34,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from l2cocc_ros.core.checkpoint import SHIPPED_LIDAR_CHECKPOINT
 from l2cocc_ros.tools import bench
 
 __all__ = ["plan", "stereo_step", "stereo_backend_step", "train_step", "main"]
@@ -62,6 +63,7 @@ def plan(dry_run: bool) -> List[Dict[str, object]]:
                 "kwargs": dict(preset=preset, device=dev, precision=precision, **kw)}
 
     c, l = f"{full}_l2cocc_c", f"{full}_l2cocc_l"
+    shipped_l = SHIPPED_LIDAR_CHECKPOINT.stem  # the shipped trained -L's preset
     checks = [
         engine("fp32 eager -C", c),
         engine("fp16 channels_last device_preprocess -C", c, "fp16", **fast),
@@ -75,8 +77,8 @@ def plan(dry_run: bool) -> List[Dict[str, object]]:
         engine("fp32 eager -L", l),
         agree("agreement fp16 -C", c, "fp16"),
         agree("agreement bf16 channels_last device_preprocess -C", c, "bf16", **fast),
-        agree("agreement fp16 -L (trained tiny)", "tiny_l2cocc_l", "fp16"),
-        agree("agreement bf16 -L (trained tiny)", "tiny_l2cocc_l", "bf16", channels_last=True),
+        agree(f"agreement fp16 -L (trained {shipped_l})", shipped_l, "fp16"),
+        agree(f"agreement bf16 -L (trained {shipped_l})", shipped_l, "bf16", channels_last=True),
     ]
     for small in ("tiny", "micro"):  # trained camera models, once shipped
         for v in ("c", "d"):

@@ -4,7 +4,7 @@ For the tiny -C, -D and -L engines in fp16 and bf16 on one synthetic KITTI-like 
 mixed across devices, no inf/nan made from finite inputs, at most 4 host syncs in the camera model (5 per frame),
 and labels equal to the fp32 CPU engine's.
 
-Weights: -L uses the shipped trained checkpoint ``l2cocc_ros/checkpoints/tiny_l2cocc_l.pt``. -C and -D use
+Weights: -L uses the shipped trained checkpoint ``l2cocc_ros/checkpoints/micro_l2cocc_l.pt``. -C and -D use
 ``l2cocc_ros/checkpoints/{tiny,micro}_l2cocc_{c,d}.pt`` (that preset) when shipped; until then the tiny preset with
 RANDOM weights (seed 0), whose top-2 logit gaps are often below bf16's resolution, so for them the >= 99.5 %
 label agreement is asserted only on voxels whose fp32 top-2 gap exceeds ``RANDOM_WEIGHTS_MARGIN`` (the plain

@@ -70,9 +70,9 @@ def test_bench_engine_tiny_every_stage():
     assert res["cpu_peak_rss_mb"] > 100 and res["device"] == "cpu" and "gpu_max_allocated_mb" not in res
 
 
-def test_bench_agreement_tiny_alternates_two_frames_with_trained_weights():
-    res = bench.bench_agreement("tiny_l2cocc_l", "cpu", "fp32", channels_last=True)
-    assert res["weights"] == "trained (tiny_l2cocc_l.pt)" and res["frames"] == 2
+def test_bench_agreement_alternates_two_frames_with_trained_weights():
+    res = bench.bench_agreement("micro_l2cocc_l", "cpu", "fp32", channels_last=True)
+    assert res["weights"] == "trained (micro_l2cocc_l.pt)" and res["frames"] == 2
     assert len(res["agreement_per_call"]) == 4  # A, B, A, B, each against its own fp32 labels
     assert res["agreement_pct"] == min(res["agreement_per_call"]) >= 99.5  # only the conv memory layout differs
     assert 0.0 <= res["occupancy_iou_pct"] <= 100.0
