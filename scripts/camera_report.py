@@ -3,9 +3,10 @@
 Reads the validation tables that ``l2cocc train`` logs (``step N validation:`` + per-class IoU, completion IoU,
 mIoU; the validation split is the benchmark's held-out worlds) from ``RUNS/<run>/train.log`` and writes:
 
-* a Markdown table per run group (``l``, ``c``, ``d``, ``d_<ablation>``): the last validation of every seed,
-  mean +- spread (half the max-min range over seeds) of IoU, mIoU and each class IoU;
-* ``--png``: held-out mIoU (and IoU) against training steps for every -C and -D run.
+* a Markdown table, one row per run group (``l``, ``c``, ``d``, ``d_<ablation>``): the last validation of every
+  seed, mean +- spread (half the max-min range over seeds) of IoU, mIoU and the IoU of each class that some run
+  scores (the others are listed below the table);
+* ``--png``: held-out mIoU (and IoU) against training steps for every run (-C, -D and the -L teacher).
 
 Example::
 
@@ -75,7 +76,11 @@ def table(runs: Dict[str, List[Dict[str, object]]]) -> str:
             groups[group].append((seed, vals[-1]))
     if not groups:
         return "(no validation yet)\n"
-    classes = list(next(iter(groups.values()))[0][1]["classes"])
+    names = list(next(iter(groups.values()))[0][1]["classes"])
+    # a column for every class some run scores; the classes no run scores are named below the table
+    classes = [c for c in names if any(v["classes"].get(c, 0.0) >= 0.05 for items in groups.values()
+                                       for _, v in items)]
+    zero = [c for c in names if c not in classes]
     head = ["run", "seeds", "steps", "IoU", "mIoU"] + classes
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for group, items in groups.items():
@@ -84,11 +89,13 @@ def table(runs: Dict[str, List[Dict[str, object]]]) -> str:
                _mean_spread([v["iou"] for v in lasts]), _mean_spread([v["miou"] for v in lasts])]
         row += [_mean_spread([v["classes"].get(c, 0.0) for v in lasts]) for c in classes]
         lines.append("| " + " | ".join(row) + " |")
+    if zero:
+        lines.append(f"\nIoU below 0.05 % for every run: {', '.join(zero)}.")
     return "\n".join(lines) + "\n"
 
 
 def plot(runs: Dict[str, List[Dict[str, object]]], path: Path) -> None:
-    """Held-out mIoU and IoU against steps for every -C / -D run (one line per run)."""
+    """Held-out mIoU and IoU against steps for every run (one line per run; the -L teacher dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,11 +104,12 @@ def plot(runs: Dict[str, List[Dict[str, object]]], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for run, vals in sorted(runs.items()):
         group, _ = group_of(run)
-        if not vals or group == "l":
+        if not vals:
             continue
         steps = [v["step"] for v in vals]
-        style = dict(color="tab:blue" if group == "c" else ("tab:red" if group == "d" else "tab:gray"),
-                     marker="o", label=run)
+        color = {"c": "tab:blue", "d": "tab:red", "l": "black"}.get(group, "tab:gray")
+        style = dict(color=color, marker="o", label=f"{run} (teacher)" if group == "l" else run,
+                     linestyle="--" if group == "l" else ("-" if run.endswith("s1") else ":"))
         axes[0].plot(steps, [v["miou"] for v in vals], **style)
         axes[1].plot(steps, [v["iou"] for v in vals], **style)
     for ax, name in zip(axes, ("mIoU [%]", "IoU [%]")):
