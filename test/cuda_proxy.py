@@ -55,6 +55,15 @@ def _site() -> str:
     return "?"
 
 
+def _wrapper_subclass(cls, elem: torch.Tensor, device, requires_grad: bool = False) -> torch.Tensor:
+    """A ``cls`` wrapper subclass that reports ``device`` and keeps the real data as ``.elem``."""
+    out = torch.Tensor._make_wrapper_subclass(cls, elem.size(), strides=elem.stride(),
+                                              storage_offset=elem.storage_offset(), dtype=elem.dtype,
+                                              device=device, layout=elem.layout, requires_grad=requires_grad)
+    out.elem = elem
+    return out
+
+
 class CudaTensor(torch.Tensor):
     """A tensor whose device is ``cuda:0``; its data is the CPU tensor ``elem``."""
 
@@ -62,11 +71,7 @@ class CudaTensor(torch.Tensor):
 
     @staticmethod
     def __new__(cls, elem: torch.Tensor) -> "CudaTensor":
-        out = torch.Tensor._make_wrapper_subclass(cls, elem.size(), strides=elem.stride(),
-                                                  storage_offset=elem.storage_offset(), dtype=elem.dtype,
-                                                  device=CUDA, layout=elem.layout)
-        out.elem = elem
-        return out
+        return _wrapper_subclass(cls, elem, CUDA)
 
     def __repr__(self) -> str:
         return f"CudaTensor({self.elem!r})"
@@ -321,11 +326,7 @@ class OnDevice(torch.Tensor):
 
     @staticmethod
     def __new__(cls, elem: torch.Tensor, requires_grad: bool = False) -> "OnDevice":
-        out = torch.Tensor._make_wrapper_subclass(cls, elem.size(), strides=elem.stride(),
-                                                  storage_offset=elem.storage_offset(), dtype=elem.dtype,
-                                                  device="meta", layout=elem.layout, requires_grad=requires_grad)
-        out.elem = elem
-        return out
+        return _wrapper_subclass(cls, elem, "meta", requires_grad)
 
     def __repr__(self) -> str:
         return f"OnDevice({self.elem!r})"
