@@ -7,18 +7,19 @@
 #   bash scripts/camera_experiment.sh bench            # the benchmark (runs/synth_bench, ~20-35 min on 1 core)
 #   bash scripts/camera_experiment.sh l                # -L teacher (runs/cam/l)
 #   bash scripts/camera_experiment.sh c SEED           # -C student (runs/cam/c_sSEED)
+#   bash scripts/camera_experiment.sh c SEED NAME K=V  # -C variant, e.g. NAME=w075 loss.class_weight_exponent=0.75
 #   bash scripts/camera_experiment.sh d SEED           # -D student (runs/cam/d_sSEED; needs runs/cam/l/best.pt)
 #   bash scripts/camera_experiment.sh d SEED NAME K=V  # -D ablation, e.g. NAME=no_logit loss.ratio_logit_kl=0
 #   bash scripts/camera_experiment.sh eval RUN         # held-out scores of runs/cam/RUN/best.pt
 #
-# Environment: STEPS_L (default 500), STEPS (student schedule, default 250), VAL_EVERY (students, 50),
+# Environment: OUT (runs folder, default runs/cam), STEPS_L (default 500), STEPS (student schedule, default 250), VAL_EVERY (students, 50),
 # VAL_EVERY_L (100), OMP_NUM_THREADS (default 1). On 2 cores run two arms at a time (~4.3 s per -L / -C step
 # and ~9 s per -D step on one thread each: -L ~40 min, -C ~25 min, -D ~45 min with validations). Logs: runs/cam/<run>/train.log. Source scripts/env.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 BENCH=runs/synth_bench
-OUT=runs/cam
+OUT="${OUT:-runs/cam}"
 STEPS_L="${STEPS_L:-500}"
 STEPS="${STEPS:-250}"
 VAL_EVERY="${VAL_EVERY:-50}"
@@ -71,29 +72,37 @@ save_checkpoint('$path', build_model(exp.model), exp, extra={'seed': $seed, 'sou
   echo "$path"
 }
 
-case "${1:-}" in
-  bench) nice -n 5 l2cocc synth-benchmark --out "$BENCH" --no-progress ;;
-  l) VAL_EVERY="$VAL_EVERY_L" train l "$STEPS_L" --config micro_l2cocc_l --seed 1 ;;
-  c) seed="$2"; train "c_s$seed" "$STEPS" --config micro_l2cocc_c --seed "$seed" --init-from "$(init_weights "$seed")" ;;
-  d)
-    seed="$2"; name="${3:-}"; shift $(( $# < 3 ? $# : 3 ))
-    cfg=micro_l2cocc_d
-    if [ -n "$name" ]; then  # an ablation: a YAML of the preset with the given overrides
-      mkdir -p "$OUT"; cfg="$OUT/d_$name.yaml"
-      python -P -c "
+# variant_config PRESET NAME K=V...: a YAML of the preset with the given overrides ($OUT/NAME.yaml); prints its path
+variant_config() {
+  local preset="$1" name="$2"; shift 2
+  mkdir -p "$OUT"
+  python -P -c "
 import sys, yaml
 over = {}
-for kv in sys.argv[1:]:
+for kv in sys.argv[2:]:
     key, value = kv.split('=', 1)
     node = over
     *parents, leaf = key.split('.')
     for p in parents:
         node = node.setdefault(p, {})
     node[leaf] = yaml.safe_load(value)
-print(yaml.safe_dump({'preset': 'micro_l2cocc_d', **over}))" "$@" > "$cfg"
-    fi
-    train "d${name:+_$name}_s$seed" "$STEPS" --config "$cfg" --seed "$seed" --teacher "$OUT/l/best.pt" \
-      --init-from "$(init_weights "$seed")" ;;
+print(yaml.safe_dump({'preset': sys.argv[1], **over}))" "$preset" "$@" > "$OUT/$name.yaml"
+  echo "$OUT/$name.yaml"
+}
+
+case "${1:-}" in
+  bench) nice -n 5 l2cocc synth-benchmark --out "$BENCH" --no-progress ;;
+  l) VAL_EVERY="$VAL_EVERY_L" train l "$STEPS_L" --config micro_l2cocc_l --seed 1 ;;
+  c | d)
+    arm="$1" seed="$2" name="${3:-}"; shift $(( $# < 3 ? $# : 3 ))
+    cfg="micro_l2cocc_$arm"
+    [ -z "$name" ] || cfg="$(variant_config "$cfg" "${arm}_$name" "$@")"
+    if [ "$arm" = c ]; then
+      train "c${name:+_$name}_s$seed" "$STEPS" --config "$cfg" --seed "$seed" --init-from "$(init_weights "$seed")"
+    else
+      train "d${name:+_$name}_s$seed" "$STEPS" --config "$cfg" --seed "$seed" --teacher "$OUT/l/best.pt" \
+        --init-from "$(init_weights "$seed")"
+    fi ;;
   eval) l2cocc eval -d "$BENCH/data" -s $HELDOUT_SEQS --checkpoint "$OUT/$2/best.pt" --stereo-root "$BENCH/stereo" ;;
   *) sed -n 2,16p "$0"; exit 2 ;;
 esac

@@ -204,8 +204,9 @@ class LossConfig:
 
     ``depth_loss_target``: "original" keeps the inherited Gaussian centred at 2*depth (std 1 bin-unit),
     "corrected" centres it at the depth with std 0.5 m. ``class_weighting``: the CE class weights, "paper"
-    (nearly flat) or "enet" (:meth:`~l2cocc_ros.core.classes.ClassTable.class_weights`). ``distill`` turns the
-    -D losses on.
+    (nearly flat) or "enet" (:meth:`~l2cocc_ros.core.classes.ClassTable.class_weights`);
+    ``class_weight_exponent`` raises them to a power (1 keeps them, 0 makes them flat; 0.75 tempers ENet's
+    weights, whose full strength over-predicts occupancy). ``distill`` turns the -D losses on.
     """
 
     dataset: str = "semantic_kitti"
@@ -215,6 +216,7 @@ class LossConfig:
     depth_weight: float = 1e-4
     depth_loss_target: str = "original"
     class_weighting: str = "paper"
+    class_weight_exponent: float = 1.0
     distill: bool = False
     ratio_logit_kl: float = 70.0
     ratio_aggregator_weights: float = 10.0
@@ -226,6 +228,8 @@ class LossConfig:
         if self.class_weighting not in CLASS_WEIGHT_RULES:
             raise ValueError(f"loss.class_weighting must be one of {', '.join(CLASS_WEIGHT_RULES)}, "
                              f"got {self.class_weighting!r}")
+        if not 0.0 <= self.class_weight_exponent <= 1.0:
+            raise ValueError(f"loss.class_weight_exponent must be in [0, 1], got {self.class_weight_exponent!r}")
         if self.depth_loss_target not in ("original", "corrected"):
             raise ValueError(f"loss.depth_loss_target must be 'original' or 'corrected', "
                              f"got {self.depth_loss_target!r}")

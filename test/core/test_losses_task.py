@@ -1,4 +1,5 @@
 """Task losses on small hand-made tensors with known answers (docs/model.md §1.2, §4)."""
+import dataclasses
 import math
 
 import numpy as np
@@ -48,6 +49,11 @@ def test_task_losses_use_the_configured_class_weighting():
     w = torch.from_numpy(semantic_kitti().class_weights("enet"))
     got = task_losses({"logits": logits}, target, cfg)["loss_ce"]
     assert got.item() == pytest.approx(3.0 * weighted_ce(logits, target, w).item(), rel=1e-6)
+    tempered = dataclasses.replace(cfg, class_weight_exponent=0.75)
+    got = task_losses({"logits": logits}, target, tempered)["loss_ce"]
+    assert got.item() == pytest.approx(3.0 * weighted_ce(logits, target, w ** 0.75).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="loss.class_weight_exponent"):
+        dataclasses.replace(cfg, class_weight_exponent=1.5)
 
 
 def test_weighted_ce_is_weighted_mean_and_ignores_255():

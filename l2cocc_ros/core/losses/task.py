@@ -284,6 +284,7 @@ def task_losses(out: Mapping[str, torch.Tensor], target: torch.Tensor, cfg: obje
     logits = out["logits"]
     target = target.long()
     weights = torch.from_numpy(class_table(cfg.dataset).class_weights(cfg.class_weighting))
+    weights = weights ** cfg.class_weight_exponent
     losses: Dict[str, torch.Tensor] = {}
     if cfg.ce_weight:
         losses["loss_ce"] = cfg.ce_weight * weighted_ce(logits, target, weights)
