@@ -10,7 +10,7 @@ mIoU; the validation split is the benchmark's held-out worlds) from ``RUNS/<run>
 
 Example::
 
-    python -P scripts/camera_report.py runs/cam --png docs/camera_curve.png > docs/camera_results.md
+    python -P scripts/camera_report.py runs/cam runs/cam_long --png docs/camera_curve.png > docs/camera_results.md
 """
 from __future__ import annotations
 
@@ -108,6 +108,8 @@ def plot(runs: Dict[str, List[Dict[str, object]]], path: Path) -> None:
             continue
         steps = [v["step"] for v in vals]
         color = {"c": "tab:blue", "d": "tab:red", "l": "black"}.get(group, "tab:gray")
+        if group.startswith("c_"):  # a -C recipe variant
+            color = "tab:green"
         style = dict(color=color, marker="o", label=f"{run} (teacher)" if group == "l" else run,
                      linestyle="--" if group == "l" else ("-" if run.endswith("s1") else ":"))
         axes[0].plot(steps, [v["miou"] for v in vals], **style)
@@ -125,11 +127,15 @@ def plot(runs: Dict[str, List[Dict[str, object]]], path: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("runs", type=Path, help="folder of run folders (each with train.log)")
+    p.add_argument("runs", type=Path, nargs="+", help="folders of run folders (each with train.log)")
     p.add_argument("--png", type=Path, default=None, help="write the learning curves here")
     args = p.parse_args()
-    runs = {d.name: read_validations(d / "train.log") for d in sorted(args.runs.iterdir())
-            if (d / "train.log").is_file()}
+    runs, seen = {}, set()
+    for folder in args.runs:
+        for d in sorted(folder.iterdir()):
+            if (d / "train.log").is_file() and d.resolve() not in seen:  # a run linked into two folders counts once
+                seen.add(d.resolve())
+                runs[d.name] = read_validations(d / "train.log")
     sys.stdout.write(table(runs))
     if args.png is not None:
         plot(runs, args.png)
