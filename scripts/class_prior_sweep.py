@@ -17,7 +17,38 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
+
+
+def sweep(checkpoint: Path, benchmark: Path, sequences: Sequence[str], *, stride: int = 1,
+          taus: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> Tuple[object, Dict[float, object]]:
+    """(the checkpoint's experiment config, ``{tau: SSCMetrics}``) of the adjusted argmax on every ``stride``-th
+    frame of ``sequences``."""
+    import torch
+
+    from l2cocc_ros.core.checkpoint import load_model
+    from l2cocc_ros.core.classes import class_table
+    from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset
+    from l2cocc_ros.core.metrics import SSCMetrics
+    from l2cocc_ros.core.training.data import collate_single
+
+    model, exp = load_model(checkpoint)
+    model = model.float().eval()
+    table = class_table(exp.loss.dataset)
+    weights = table.class_weights(exp.loss.class_weighting) ** exp.loss.class_weight_exponent
+    log_w = torch.log(torch.from_numpy(weights))[:, None, None, None]
+    dataset = SemanticKITTIDataset(benchmark / "data", list(sequences), modalities="camera",
+                                   labels_root=benchmark / "labels", stereo_root=benchmark / "stereo",
+                                   input_size=exp.model.image_size, lidar_depth=False)
+    metrics = {float(tau): SSCMetrics(table.num_classes) for tau in taus}
+    with torch.no_grad():
+        for i in range(0, len(dataset), stride):
+            batch = collate_single([dataset[i]])
+            logits = model(batch["inputs"])["logits"][0]
+            target = batch["target"][0].numpy()
+            for tau, m in metrics.items():
+                m.update((logits - tau * log_w).argmax(0).to(torch.uint8).numpy(), target)
+    return exp, metrics
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -29,33 +60,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--stride", type=int, default=1, help="every N-th frame")
     parser.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     args = parser.parse_args(argv)
-
-    import torch
-
-    from l2cocc_ros.core.checkpoint import load_model
-    from l2cocc_ros.core.classes import class_table
-    from l2cocc_ros.core.data.semantic_kitti import SemanticKITTIDataset
-    from l2cocc_ros.core.metrics import SSCMetrics
-    from l2cocc_ros.core.training.data import collate_single
-
-    model, exp = load_model(args.checkpoint)
-    model = model.float().eval()
-    table = class_table(exp.loss.dataset)
-    weights = table.class_weights(exp.loss.class_weighting) ** exp.loss.class_weight_exponent
-    log_w = torch.log(torch.from_numpy(weights))[:, None, None, None]
-    dataset = SemanticKITTIDataset(args.benchmark / "data", args.sequences, modalities="camera",
-                                   labels_root=args.benchmark / "labels", stereo_root=args.benchmark / "stereo",
-                                   input_size=exp.model.image_size, lidar_depth=False)
-    metrics = {tau: SSCMetrics(table.num_classes) for tau in args.taus}
-    with torch.no_grad():
-        for i in range(0, len(dataset), args.stride):
-            batch = collate_single([dataset[i]])
-            logits = model(batch["inputs"])["logits"][0]
-            target = batch["target"][0].numpy()
-            for tau, m in metrics.items():
-                m.update((logits - tau * log_w).argmax(0).to(torch.uint8).numpy(), target)
+    exp, metrics = sweep(args.checkpoint, args.benchmark, args.sequences, stride=args.stride, taus=args.taus)
+    n_frames = next(iter(metrics.values())).n_frames
     print(f"{args.checkpoint} ({exp.loss.class_weighting} weights ^ {exp.loss.class_weight_exponent}), "
-          f"{metrics[args.taus[0]].n_frames} frames of {' '.join(args.sequences)}")
+          f"{n_frames} frames of {' '.join(args.sequences)}")
     print("| tau | IoU | precision | recall | mIoU |\n|---:|---:|---:|---:|---:|")
     for tau, m in metrics.items():
         s = m.compute()
