@@ -103,7 +103,7 @@ def plot(runs: Dict[str, List[Dict[str, object]]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for run, vals in sorted(runs.items()):
-        group, _ = group_of(run)
+        group = group_of(run)[0].split("/")[-1]
         if not vals:
             continue
         steps = [v["step"] for v in vals]
@@ -135,7 +135,8 @@ def main() -> int:
         for d in sorted(folder.iterdir()):
             if (d / "train.log").is_file() and d.resolve() not in seen:  # a run linked into two folders counts once
                 seen.add(d.resolve())
-                runs[d.name] = read_validations(d / "train.log")
+                name = d.name if d.name not in runs else f"{folder.name}/{d.name}"  # same run name, other folder
+                runs[name] = read_validations(d / "train.log")
     sys.stdout.write(table(runs))
     if args.png is not None:
         plot(runs, args.png)

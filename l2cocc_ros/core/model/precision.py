@@ -9,6 +9,8 @@ then compute in the low dtype, which is where the speed is. Some computations mu
 * index maths (voxel and pixel indices are computed in an integer dtype, or in float32 before the cast);
 * scatter targets and the softmax-weighted sums of the samplers (lift-splat, voxel proposal, EVT sampling,
   the deformable-convolution sampler): thousands of small terms summed in fp16 lose the small ones.
+* EVT's prior MLP, the only source of the features of the unproposed voxels (most of the grid): in bf16 it
+  alone flipped 1.7 % of the trained camera model's labels.
 
 Each such function of the model is decorated with :func:`full_precision`: it runs with autocast disabled and
 its fp16 / bf16 tensor arguments cast to float32 (float32 and float64 pass unchanged, so CPU tests in float64
