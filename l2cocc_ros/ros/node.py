@@ -321,6 +321,9 @@ def main(args: Optional[List[str]] = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:  # rclpy's RCLError when a signal shuts the context down while spin() builds a wait set
+        if rclpy.ok():
+            raise
     except (ValueError, FileNotFoundError) as exc:
         logger.error("l2cocc_node cannot start: %s", exc)
         return exit_codes.USAGE

@@ -169,3 +169,32 @@ def test_node_without_msnet_weights_exits_2_with_one_line_and_no_traceback(ros_c
     assert "Traceback" not in out
     errors = [line for line in out.splitlines() if "stereo.weights" in line]
     assert len(errors) == 1 and "MSNet3D_SF_DS_KITTI2015.ckpt" in errors[0] and "VoxFormer" in errors[0], out
+
+
+@pytest.mark.parametrize("shut_down", [True, False])
+def test_an_error_from_spin_is_a_normal_exit_only_after_shutdown(monkeypatch, shut_down):
+    """A signal can shut the context down while ``rclpy.spin`` builds its wait set: rclpy then raises RCLError
+    (a RuntimeError) instead of ExternalShutdownException. That is a normal exit; the same error on a live
+    context is not."""
+    import rclpy
+
+    from l2cocc_ros.ros import node as node_module
+
+    class NoNode:
+        def destroy_node(self):
+            pass
+
+    def spin(_node):
+        if shut_down:
+            rclpy.shutdown()
+        raise RuntimeError("failed to initialize wait set: the given context is not valid")
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "OFF")
+    monkeypatch.setattr(node_module, "L2COccNode", NoNode)
+    monkeypatch.setattr(rclpy, "spin", spin)
+    if shut_down:
+        assert node_module.main([]) == 0
+    else:
+        with pytest.raises(RuntimeError, match="wait set"):
+            node_module.main([])
+    assert not rclpy.ok()
