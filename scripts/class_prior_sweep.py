@@ -35,8 +35,7 @@ def sweep(checkpoint: Path, benchmark: Path, sequences: Sequence[str], *, stride
     model, exp = load_model(checkpoint)
     model = model.float().eval()
     table = class_table(exp.loss.dataset)
-    weights = table.class_weights(exp.loss.class_weighting) ** exp.loss.class_weight_exponent
-    log_w = torch.log(torch.from_numpy(weights))[:, None, None, None]
+    log_w = torch.log(torch.from_numpy(exp.loss.ce_class_weights()))[:, None, None, None]
     dataset = SemanticKITTIDataset(benchmark / "data", list(sequences), modalities="camera",
                                    labels_root=benchmark / "labels", stereo_root=benchmark / "stereo",
                                    input_size=exp.model.image_size, lidar_depth=False)

@@ -234,6 +234,11 @@ class LossConfig:
             raise ValueError(f"loss.depth_loss_target must be 'original' or 'corrected', "
                              f"got {self.depth_loss_target!r}")
 
+    def ce_class_weights(self):
+        """The CE class weights these settings give: ``class_weighting``'s rule ^ ``class_weight_exponent``
+        ((C,) float32 numpy array)."""
+        return class_table(self.dataset).class_weights(self.class_weighting) ** self.class_weight_exponent
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -19,7 +19,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..classes import IGNORE, class_table
+from ..classes import IGNORE
 
 __all__ = [
     "DEPTH_TARGET_MODES",
@@ -283,8 +283,7 @@ def task_losses(out: Mapping[str, torch.Tensor], target: torch.Tensor, cfg: obje
         raise ValueError("model output has no 'logits'")
     logits = out["logits"]
     target = target.long()
-    weights = torch.from_numpy(class_table(cfg.dataset).class_weights(cfg.class_weighting))
-    weights = weights ** cfg.class_weight_exponent
+    weights = torch.from_numpy(cfg.ce_class_weights())
     losses: Dict[str, torch.Tensor] = {}
     if cfg.ce_weight:
         losses["loss_ce"] = cfg.ce_weight * weighted_ce(logits, target, weights)
