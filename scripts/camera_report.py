@@ -107,9 +107,9 @@ def plot(runs: Dict[str, List[Dict[str, object]]], path: Path) -> None:
         if not vals:
             continue
         steps = [v["step"] for v in vals]
-        color = {"c": "tab:blue", "d": "tab:red", "l": "black"}.get(group, "tab:gray")
-        if group.startswith("c_"):  # a -C recipe variant
-            color = "tab:green"
+        # the experiment's arms; the tempered-weights recipe (w075) in lighter colours; ablations grey
+        color = {"c": "tab:blue", "d": "tab:red", "l": "black", "c_w075": "tab:green",
+                 "d_w075": "tab:orange"}.get(group, "tab:gray")
         style = dict(color=color, marker="o", label=f"{run} (teacher)" if group == "l" else run,
                      linestyle="--" if group == "l" else ("-" if run.endswith("s1") else ":"))
         axes[0].plot(steps, [v["miou"] for v in vals], **style)
