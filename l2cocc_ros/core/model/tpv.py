@@ -6,6 +6,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .precision import full_precision
 from .swin import SwinTPV
 from .voxel_backbone import GeneralizedLSSFPN
 
@@ -57,6 +58,7 @@ class TPVGenerator(nn.Module):
         chans = [swin_embed_dims * 2 ** i for i in out_indices]
         self.global_encoder_neck = GeneralizedLSSFPN(in_channels=chans, out_channels=embed_dims, dims=2)
 
+    @full_precision
     def forward(self, x: Tensor) -> Tuple[List[Tensor], Dict[str, List[List[Tensor]]]]:
         """Planes of a volume.
 
